@@ -1,0 +1,157 @@
+//! Conversion values: decimal text rounded to cents (half away from zero), without ever going
+//! through a binary float, so that `0.125` becomes `0.13` as a person expects.
+
+use serde::{Serialize, Serializer};
+
+/// A non-negative amount in hundredths, at most [`Amount::MAX_CENTS`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Amount(u64);
+
+/// Why a value is not an amount.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AmountError {
+    /// Not a decimal number (NaN, Infinity, words…).
+    #[error("is not a decimal number")]
+    NotANumber,
+    /// Below zero.
+    #[error("must not be negative")]
+    Negative,
+    /// Too large to be a real conversion value.
+    #[error("is larger than 10000000000000")]
+    TooLarge,
+}
+
+impl Amount {
+    /// The largest accepted value, in hundredths (10^13 in units).
+    pub const MAX_CENTS: u64 = 1_000_000_000_000_000;
+
+    /// Parses a JSON-style decimal (`12`, `-0.5`, `1.5e3`) and rounds it to 2 decimals, half away
+    /// from zero.
+    pub fn parse(text: &str) -> Result<Self, AmountError> {
+        let (negative, rest) = match text.strip_prefix('-') {
+            Some(r) => (true, r),
+            None => (false, text.strip_prefix('+').unwrap_or(text)),
+        };
+        let (mantissa, exponent) = match rest.find(['e', 'E']) {
+            Some(i) => {
+                let exp: i64 = rest[i + 1..].parse().map_err(|_| AmountError::NotANumber)?;
+                (&rest[..i], exp)
+            }
+            None => (rest, 0),
+        };
+        let (int, frac) = mantissa.split_once('.').unwrap_or((mantissa, ""));
+        if int.is_empty() && frac.is_empty()
+            || !int.bytes().chain(frac.bytes()).all(|b| b.is_ascii_digit())
+        {
+            return Err(AmountError::NotANumber);
+        }
+        // digits × 10^shift hundredths
+        let digits: Vec<u8> = int
+            .bytes()
+            .chain(frac.bytes())
+            .map(|b| b - b'0')
+            .skip_while(|d| *d == 0)
+            .collect();
+        if digits.is_empty() {
+            return Ok(Self(0));
+        }
+        if negative {
+            return Err(AmountError::Negative);
+        }
+        let shift = exponent.saturating_add(2).saturating_sub(frac.len() as i64);
+        let (kept, round_up) = if shift >= 0 {
+            (&digits[..], false)
+        } else {
+            let drop = usize::try_from(-shift).unwrap_or(usize::MAX);
+            if drop > digits.len() {
+                return Ok(Self(0));
+            }
+            let keep = digits.len() - drop;
+            (&digits[..keep], digits[keep] >= 5)
+        };
+        let scale = if shift > 0 { shift } else { 0 };
+        if kept.len() as i64 + scale > 19 {
+            return Err(AmountError::TooLarge);
+        }
+        let mut cents: u64 = 0;
+        for d in kept {
+            cents = cents * 10 + u64::from(*d);
+        }
+        cents = cents
+            .checked_mul(10u64.pow(scale as u32))
+            .ok_or(AmountError::TooLarge)?
+            + u64::from(round_up);
+        if cents > Self::MAX_CENTS {
+            return Err(AmountError::TooLarge);
+        }
+        Ok(Self(cents))
+    }
+
+    /// The amount in hundredths.
+    pub fn cents(self) -> u64 {
+        self.0
+    }
+}
+
+/// A JSON number with at most two decimals: `12.34`, `5.0`.
+impl Serialize for Amount {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        // Exact: cents < 2^53, and the division is correctly rounded, so the shortest
+        // representation printed is the decimal with at most two places.
+        s.serialize_f64(self.0 as f64 / 100.0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn cents(s: &str) -> Result<u64, AmountError> {
+        Amount::parse(s).map(Amount::cents)
+    }
+
+    #[test]
+    fn rounds_half_away_from_zero_on_the_decimal_text() {
+        assert_eq!(cents("12"), Ok(1200));
+        assert_eq!(cents("12.345"), Ok(1235));
+        assert_eq!(cents("0.125"), Ok(13));
+        assert_eq!(cents("0.124999"), Ok(12));
+        assert_eq!(cents("1.005"), Ok(101));
+        assert_eq!(cents("1.5e2"), Ok(15000));
+        assert_eq!(cents("125E-3"), Ok(13));
+        assert_eq!(cents("0.004"), Ok(0));
+        assert_eq!(cents("0.005"), Ok(1));
+        assert_eq!(cents("-0"), Ok(0));
+        assert_eq!(cents(".5"), Ok(50));
+    }
+
+    #[test]
+    fn rejects_what_is_not_an_amount() {
+        assert_eq!(cents("NaN"), Err(AmountError::NotANumber));
+        assert_eq!(cents("Infinity"), Err(AmountError::NotANumber));
+        assert_eq!(cents(""), Err(AmountError::NotANumber));
+        assert_eq!(cents("1,5"), Err(AmountError::NotANumber));
+        assert_eq!(cents("-1.5"), Err(AmountError::Negative));
+        assert_eq!(cents("1e400"), Err(AmountError::TooLarge));
+        assert_eq!(cents("10000000000000.01"), Err(AmountError::TooLarge));
+        assert_eq!(cents("1e-400"), Ok(0));
+    }
+
+    #[test]
+    fn serializes_with_at_most_two_decimals() {
+        let text = |s| serde_json::to_string(&Amount::parse(s).unwrap()).unwrap();
+        assert_eq!(text("12.345"), "12.35");
+        assert_eq!(text("0.1"), "0.1");
+        assert_eq!(text("7"), "7.0");
+        assert_eq!(text("9999999999999.99"), "9999999999999.99");
+    }
+
+    proptest! {
+        #[test]
+        fn serialized_amounts_parse_back(c in 0u64..=Amount::MAX_CENTS) {
+            let text = serde_json::to_string(&Amount(c)).unwrap();
+            prop_assert_eq!(cents(&text), Ok(c));
+        }
+    }
+}

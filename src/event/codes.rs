@@ -1,0 +1,122 @@
+//! The closed vocabularies of the DSP event: country codes, currency codes, sources.
+
+use serde::Serialize;
+
+/// ISO 3166-1 alpha-2 codes, sorted for binary search.
+const COUNTRIES: [&str; 249] = [
+    "AD", "AE", "AF", "AG", "AI", "AL", "AM", "AO", "AQ", "AR", "AS", "AT", "AU", "AW", "AX", "AZ",
+    "BA", "BB", "BD", "BE", "BF", "BG", "BH", "BI", "BJ", "BL", "BM", "BN", "BO", "BQ", "BR", "BS",
+    "BT", "BV", "BW", "BY", "BZ", "CA", "CC", "CD", "CF", "CG", "CH", "CI", "CK", "CL", "CM", "CN",
+    "CO", "CR", "CU", "CV", "CW", "CX", "CY", "CZ", "DE", "DJ", "DK", "DM", "DO", "DZ", "EC", "EE",
+    "EG", "EH", "ER", "ES", "ET", "FI", "FJ", "FK", "FM", "FO", "FR", "GA", "GB", "GD", "GE", "GF",
+    "GG", "GH", "GI", "GL", "GM", "GN", "GP", "GQ", "GR", "GS", "GT", "GU", "GW", "GY", "HK", "HM",
+    "HN", "HR", "HT", "HU", "ID", "IE", "IL", "IM", "IN", "IO", "IQ", "IR", "IS", "IT", "JE", "JM",
+    "JO", "JP", "KE", "KG", "KH", "KI", "KM", "KN", "KP", "KR", "KW", "KY", "KZ", "LA", "LB", "LC",
+    "LI", "LK", "LR", "LS", "LT", "LU", "LV", "LY", "MA", "MC", "MD", "ME", "MF", "MG", "MH", "MK",
+    "ML", "MM", "MN", "MO", "MP", "MQ", "MR", "MS", "MT", "MU", "MV", "MW", "MX", "MY", "MZ", "NA",
+    "NC", "NE", "NF", "NG", "NI", "NL", "NO", "NP", "NR", "NU", "NZ", "OM", "PA", "PE", "PF", "PG",
+    "PH", "PK", "PL", "PM", "PN", "PR", "PS", "PT", "PW", "PY", "QA", "RE", "RO", "RS", "RU", "RW",
+    "SA", "SB", "SC", "SD", "SE", "SG", "SH", "SI", "SJ", "SK", "SL", "SM", "SN", "SO", "SR", "SS",
+    "ST", "SV", "SX", "SY", "SZ", "TC", "TD", "TF", "TG", "TH", "TJ", "TK", "TL", "TM", "TN", "TO",
+    "TR", "TT", "TV", "TW", "TZ", "UA", "UG", "UM", "US", "UY", "UZ", "VA", "VC", "VE", "VG", "VI",
+    "VN", "VU", "WF", "WS", "YE", "YT", "ZA", "ZM", "ZW",
+];
+
+/// The canonical (upper-case) ISO 3166-1 alpha-2 code for `s`, accepted in any case.
+pub fn country_code(s: &str) -> Option<&'static str> {
+    if s.len() != 2 {
+        return None;
+    }
+    let upper = s.to_ascii_uppercase();
+    COUNTRIES
+        .binary_search(&upper.as_str())
+        .ok()
+        .map(|i| COUNTRIES[i])
+}
+
+/// A currency the DSP accepts.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(transparent)]
+pub struct CurrencyCode(&'static str);
+
+impl CurrencyCode {
+    /// Every currency code the DSP accepts.
+    pub const ALL: [&'static str; 18] = [
+        "AED", "AUD", "BRL", "CAD", "CNY", "DKK", "EUR", "GBP", "INR", "JPY", "MXN", "NOK", "NZD",
+        "SAR", "SEK", "SGD", "TRY", "USD",
+    ];
+
+    /// Parses a currency code, in any case.
+    pub fn parse(s: &str) -> Option<Self> {
+        if s.len() != 3 {
+            return None;
+        }
+        let upper = s.to_ascii_uppercase();
+        Self::ALL.iter().find(|c| **c == upper).map(|c| Self(c))
+    }
+
+    /// The code.
+    pub fn as_str(self) -> &'static str {
+        self.0
+    }
+}
+
+/// Where the DSP is told events come from; one per request.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+pub enum Source {
+    /// Events observed by the Amazon ad tag.
+    #[serde(rename = "AMAZON_AD_TAG")]
+    AmazonAdTag,
+    /// Events sent from the advertiser's servers.
+    #[default]
+    #[serde(rename = "SERVER_TO_SERVER")]
+    ServerToServer,
+}
+
+impl Source {
+    /// Both sources, in a fixed order.
+    pub const ALL: [Source; 2] = [Source::AmazonAdTag, Source::ServerToServer];
+
+    /// Parses the DSP's name of a source (exact, upper case).
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "AMAZON_AD_TAG" => Some(Self::AmazonAdTag),
+            "SERVER_TO_SERVER" => Some(Self::ServerToServer),
+            _ => None,
+        }
+    }
+
+    /// The DSP's name of the source.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::AmazonAdTag => "AMAZON_AD_TAG",
+            Self::ServerToServer => "SERVER_TO_SERVER",
+        }
+    }
+
+    /// Index into per-source arrays.
+    pub fn index(self) -> usize {
+        self as usize
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn country_list_is_sorted_and_complete() {
+        assert!(COUNTRIES.windows(2).all(|w| w[0] < w[1]));
+        assert_eq!(country_code("us"), Some("US"));
+        assert_eq!(country_code("GB"), Some("GB"));
+        assert_eq!(country_code("UK"), None);
+        assert_eq!(country_code("USA"), None);
+        assert_eq!(country_code("é"), None);
+    }
+
+    #[test]
+    fn currencies() {
+        assert_eq!(CurrencyCode::parse("usd").map(CurrencyCode::as_str), Some("USD"));
+        assert_eq!(CurrencyCode::parse("XYZ"), None);
+    }
+}

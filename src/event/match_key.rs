@@ -1,0 +1,311 @@
+//! Match keys: the user identifiers of an event, normalized and SHA-256-hashed the way the DSP
+//! expects (DESIGN.md §1). This is where emails, phones, names and addresses are hashed.
+
+use std::fmt;
+
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+
+/// The kind of a match key.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum MatchKeyType {
+    /// Street address.
+    Address,
+    /// City.
+    City,
+    /// Email address.
+    Email,
+    /// First name.
+    FirstName,
+    /// Last name.
+    LastName,
+    /// Mobile advertising id; sent as given.
+    Maid,
+    /// Phone number.
+    Phone,
+    /// Postal code.
+    Postal,
+    /// LiveRamp id; sent as given.
+    RampId,
+    /// State or province.
+    State,
+}
+
+impl MatchKeyType {
+    /// Every type, for messages.
+    pub const NAMES: &'static str =
+        "ADDRESS CITY EMAIL FIRST_NAME LAST_NAME MAID PHONE POSTAL RAMP_ID STATE";
+
+    /// Parses the DSP's name of a type, in any case.
+    pub fn parse(s: &str) -> Option<Self> {
+        Some(match s.trim().to_ascii_uppercase().as_str() {
+            "ADDRESS" => Self::Address,
+            "CITY" => Self::City,
+            "EMAIL" => Self::Email,
+            "FIRST_NAME" => Self::FirstName,
+            "LAST_NAME" => Self::LastName,
+            "MAID" => Self::Maid,
+            "PHONE" => Self::Phone,
+            "POSTAL" => Self::Postal,
+            "RAMP_ID" => Self::RampId,
+            "STATE" => Self::State,
+            _ => return None,
+        })
+    }
+
+    /// Whether the DSP wants values of this type hashed (all but MAID and RAMP_ID).
+    pub fn is_hashed(self) -> bool {
+        !matches!(self, Self::Maid | Self::RampId)
+    }
+
+    /// Guesses the type of a simple-shape `userIdentifier`: EMAIL if it has `@`, MAID if it is a
+    /// UUID, PHONE if it looks like a phone number; `None` when it is ambiguous.
+    pub fn detect(value: &str) -> Option<Self> {
+        let v = value.trim();
+        if v.contains('@') {
+            Some(Self::Email)
+        } else if is_uuid(v) {
+            Some(Self::Maid)
+        } else if is_phone(v) {
+            Some(Self::Phone)
+        } else {
+            None
+        }
+    }
+}
+
+/// One match key of an event: a type and its values, ready for the DSP.
+#[derive(Clone, PartialEq, Eq, Serialize)]
+pub struct MatchKey {
+    /// The type.
+    #[serde(rename = "type")]
+    pub kind: MatchKeyType,
+    /// Hashed values (or, for MAID and RAMP_ID, the values as given).
+    pub values: Vec<String>,
+}
+
+/// Never prints values: MAIDs and RAMP ids are raw identifiers.
+impl fmt::Debug for MatchKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "MatchKey({:?}, {} value(s))", self.kind, self.values.len())
+    }
+}
+
+/// Why a match-key value cannot be used.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ValueError {
+    /// Nothing is left after normalization.
+    #[error("is empty after normalization")]
+    Empty,
+    /// An email without `@`.
+    #[error("is not an email address (no @)")]
+    NotEmail,
+    /// A phone number with too few or too many digits.
+    #[error("is not a phone number (needs 7 to 15 digits)")]
+    NotPhone,
+}
+
+/// The value the DSP receives for `raw`: normalized then hashed, passed through when it already
+/// is a SHA-256 hex digest, or (MAID, RAMP_ID) trimmed and sent as given.
+pub fn prepare(kind: MatchKeyType, raw: &str) -> Result<String, ValueError> {
+    let trimmed = raw.trim();
+    if !kind.is_hashed() {
+        return if trimmed.is_empty() { Err(ValueError::Empty) } else { Ok(trimmed.to_owned()) };
+    }
+    if is_sha256_hex(trimmed) {
+        return Ok(trimmed.to_owned());
+    }
+    let mut buf = String::with_capacity(trimmed.len());
+    normalize_into(kind, trimmed, &mut buf)?;
+    Ok(sha256_hex(buf.as_bytes()))
+}
+
+/// The SHA-256 of a value for the rejects report: normalized when that works, so that it can be
+/// matched with what would have been sent; never the raw value.
+pub fn redact(kind: Option<MatchKeyType>, raw: &str) -> String {
+    let trimmed = raw.trim();
+    if is_sha256_hex(trimmed) {
+        return trimmed.to_owned();
+    }
+    let mut buf = String::with_capacity(trimmed.len());
+    match kind {
+        Some(k) if k.is_hashed() && normalize_into(k, trimmed, &mut buf).is_ok() => {
+            sha256_hex(buf.as_bytes())
+        }
+        _ => sha256_hex(trimmed.as_bytes()),
+    }
+}
+
+/// Normalizes `value` (already trimmed) for hashing into `out` (DESIGN.md §1).
+pub fn normalize_into(kind: MatchKeyType, value: &str, out: &mut String) -> Result<(), ValueError> {
+    out.clear();
+    match kind {
+        MatchKeyType::Email => {
+            if !value.contains('@') {
+                return Err(ValueError::NotEmail);
+            }
+            out.extend(value.trim().chars().flat_map(char::to_lowercase));
+        }
+        MatchKeyType::Phone => {
+            out.extend(value.chars().filter(char::is_ascii_digit));
+            if !(7..=15).contains(&out.len()) {
+                return Err(ValueError::NotPhone);
+            }
+        }
+        MatchKeyType::FirstName
+        | MatchKeyType::LastName
+        | MatchKeyType::City
+        | MatchKeyType::State
+        | MatchKeyType::Address => out.extend(
+            value
+                .chars()
+                .filter(char::is_ascii_alphanumeric)
+                .map(|c| c.to_ascii_lowercase()),
+        ),
+        MatchKeyType::Postal => out.extend(value.chars().filter(|c| !c.is_whitespace())),
+        MatchKeyType::Maid | MatchKeyType::RampId => out.push_str(value.trim()),
+    }
+    if out.is_empty() {
+        return Err(ValueError::Empty);
+    }
+    Ok(())
+}
+
+/// Lower-case hex SHA-256 of `bytes`.
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    let digest = Sha256::digest(bytes);
+    hex(&digest)
+}
+
+/// Lower-case hex of `bytes`.
+pub fn hex(bytes: &[u8]) -> String {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut s = String::with_capacity(bytes.len() * 2);
+    for b in bytes {
+        s.push(DIGITS[(b >> 4) as usize] as char);
+        s.push(DIGITS[(b & 0xf) as usize] as char);
+    }
+    s
+}
+
+/// Whether `s` is 64 lower-case hex characters: a value that was hashed already.
+pub fn is_sha256_hex(s: &str) -> bool {
+    s.len() == 64 && s.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+}
+
+fn is_uuid(s: &str) -> bool {
+    let b = s.as_bytes();
+    b.len() == 36
+        && b.iter().enumerate().all(|(i, c)| match i {
+            8 | 13 | 18 | 23 => *c == b'-',
+            _ => c.is_ascii_hexdigit(),
+        })
+}
+
+fn is_phone(s: &str) -> bool {
+    let body = s.strip_prefix('+').unwrap_or(s);
+    let digits = body.bytes().filter(u8::is_ascii_digit).count();
+    (7..=15).contains(&digits)
+        && body
+            .bytes()
+            .all(|c| c.is_ascii_digit() || matches!(c, b' ' | b'-' | b'.' | b'(' | b')'))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    const JOHN: &str = "836f82db99121b3481011f16b49dfa5fbc714a0d1b1b9f784a1ebbbf5b39577f";
+
+    #[test]
+    fn known_answers() {
+        // sha256("john.doe@example.com")
+        assert_eq!(prepare(MatchKeyType::Email, " John.Doe@Example.com ").unwrap(), JOHN);
+        assert_eq!(sha256_hex(b"john.doe@example.com"), JOHN);
+        assert_eq!(
+            prepare(MatchKeyType::Phone, "+1 (206) 555-0100").unwrap(),
+            sha256_hex(b"12065550100")
+        );
+        assert_eq!(prepare(MatchKeyType::FirstName, " Zoë-Ann ").unwrap(), sha256_hex(b"zoann"));
+        assert_eq!(
+            prepare(MatchKeyType::Address, "410 Terry Ave. N").unwrap(),
+            sha256_hex(b"410terryaven")
+        );
+        assert_eq!(prepare(MatchKeyType::Postal, " 98109 1234").unwrap(), sha256_hex(b"981091234"));
+        assert_eq!(
+            sha256_hex(b""),
+            "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
+        );
+    }
+
+    #[test]
+    fn hashed_values_pass_and_raw_ids_are_sent_as_given() {
+        assert_eq!(prepare(MatchKeyType::Email, JOHN).unwrap(), JOHN);
+        let maid = "6D92078A-8246-4BA4-AE5B-76104861E7DC";
+        assert_eq!(prepare(MatchKeyType::Maid, maid).unwrap(), maid);
+        assert_eq!(prepare(MatchKeyType::RampId, " XY1234 ").unwrap(), "XY1234");
+    }
+
+    #[test]
+    fn bad_values_say_why() {
+        assert_eq!(prepare(MatchKeyType::Email, "nobody"), Err(ValueError::NotEmail));
+        assert_eq!(prepare(MatchKeyType::Phone, "12"), Err(ValueError::NotPhone));
+        assert_eq!(prepare(MatchKeyType::City, "  --  "), Err(ValueError::Empty));
+        assert_eq!(prepare(MatchKeyType::Maid, " "), Err(ValueError::Empty));
+    }
+
+    #[test]
+    fn detection() {
+        assert_eq!(MatchKeyType::detect("a@b.c"), Some(MatchKeyType::Email));
+        assert_eq!(
+            MatchKeyType::detect("6d92078a-8246-4ba4-ae5b-76104861e7dc"),
+            Some(MatchKeyType::Maid)
+        );
+        assert_eq!(MatchKeyType::detect("+44 20 7946 0958"), Some(MatchKeyType::Phone));
+        assert_eq!(MatchKeyType::detect("John"), None);
+        assert_eq!(MatchKeyType::detect(JOHN), None);
+    }
+
+    #[test]
+    fn redaction_never_returns_the_raw_value() {
+        assert_eq!(redact(Some(MatchKeyType::Email), " John.Doe@Example.com "), JOHN);
+        let maid = "6d92078a-8246-4ba4-ae5b-76104861e7dc";
+        assert_eq!(redact(Some(MatchKeyType::Maid), maid), sha256_hex(maid.as_bytes()));
+        assert_eq!(redact(None, "x"), sha256_hex(b"x"));
+    }
+
+    fn any_type() -> impl Strategy<Value = MatchKeyType> {
+        prop::sample::select(vec![
+            MatchKeyType::Address,
+            MatchKeyType::City,
+            MatchKeyType::Email,
+            MatchKeyType::FirstName,
+            MatchKeyType::LastName,
+            MatchKeyType::Phone,
+            MatchKeyType::Postal,
+            MatchKeyType::State,
+        ])
+    }
+
+    proptest! {
+        #[test]
+        fn normalization_is_idempotent(kind in any_type(), value in "\\PC{0,40}") {
+            let mut once = String::new();
+            if normalize_into(kind, value.trim(), &mut once).is_ok() {
+                let mut twice = String::new();
+                prop_assert!(normalize_into(kind, once.trim(), &mut twice).is_ok());
+                prop_assert_eq!(&once, &twice);
+            }
+        }
+
+        #[test]
+        fn preparing_is_idempotent(kind in any_type(), value in "\\PC{0,40}") {
+            if let Ok(sent) = prepare(kind, &value) {
+                prop_assert!(is_sha256_hex(&sent));
+                prop_assert_eq!(prepare(kind, &sent).unwrap(), sent);
+            }
+        }
+    }
+}

@@ -1,0 +1,517 @@
+//! Events: a record of either input shape (DSP.md §1 or the simple shape of §3) validated and
+//! mapped to the DSP's `ConversionEventDataV1`, or rejected with a reason.
+
+pub mod amount;
+mod codes;
+pub mod match_key;
+pub mod raw;
+
+use std::borrow::Cow;
+
+use serde::Serialize;
+use time::format_description::well_known::Rfc3339;
+use time::{Duration, OffsetDateTime};
+
+pub use amount::Amount;
+pub use codes::{country_code, CurrencyCode, Source};
+pub use match_key::{MatchKey, MatchKeyType};
+pub use raw::{Field, RawEvent};
+
+use crate::config::EventDefaults;
+use crate::origin::Origin;
+use crate::outcome::{Reason, Rejection};
+use raw::{present, FieldTypeError};
+
+/// The only `dataProcessingOptions` value the DSP knows.
+const LIMITED_DATA_USE: &str = "LIMITED_DATA_USE";
+
+/// One event as the DSP receives it.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ConversionEvent {
+    /// Conversion definition of the advertiser.
+    pub conversion_definition_id: String,
+    /// Name of the event.
+    pub name: String,
+    /// ISO-8601 with offset.
+    pub timestamp: String,
+    /// ISO 3166-1 alpha-2.
+    pub country_code: &'static str,
+    /// Normalized, hashed identifiers.
+    pub match_keys: Vec<MatchKey>,
+    /// Given, or derived from the origin.
+    pub client_dedupe_id: String,
+    /// Value, 2 decimals.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub value: Option<Amount>,
+    /// Currency of the value.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub currency_code: Option<CurrencyCode>,
+    /// Units sold.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub units_sold: Option<u64>,
+    /// `LIMITED_DATA_USE`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub data_processing_options: Option<&'static str>,
+}
+
+impl ConversionEvent {
+    /// The event for the rejects report: MAIDs and RAMP ids hashed too.
+    pub fn redacted(&self) -> serde_json::Value {
+        let mut copy = self.clone();
+        for key in &mut copy.match_keys {
+            if !key.kind.is_hashed() {
+                for v in &mut key.values {
+                    *v = match_key::redact(Some(key.kind), v);
+                }
+            }
+        }
+        serde_json::to_value(&copy).unwrap_or(serde_json::Value::Null)
+    }
+}
+
+/// A valid event, with its source and where it came from.
+#[derive(Clone, Debug)]
+pub struct Validated {
+    /// The event.
+    pub event: ConversionEvent,
+    /// Its request's source.
+    pub source: Source,
+    /// Its origin.
+    pub origin: Origin,
+}
+
+/// The rules in force for one invocation: configuration defaults and the time window.
+#[derive(Clone, Debug)]
+pub struct Rules {
+    defaults: EventDefaults,
+    oldest: OffsetDateTime,
+    latest: OffsetDateTime,
+}
+
+impl Rules {
+    /// Rules at `now` (the start of the invocation).
+    pub fn new(defaults: EventDefaults, now: OffsetDateTime) -> Self {
+        Self {
+            defaults,
+            oldest: now - Duration::days(7),
+            latest: now + Duration::minutes(5),
+        }
+    }
+
+    /// The defaults.
+    pub fn defaults(&self) -> &EventDefaults {
+        &self.defaults
+    }
+}
+
+type Invalid = (Reason, String);
+
+fn invalid(reason: Reason, message: impl Into<String>) -> Invalid {
+    (reason, message.into())
+}
+
+/// Validates and maps one record. `request_source` is the `source` of the DSP request object
+/// the record came in, if any, as written there.
+pub fn validate(
+    raw: &RawEvent<'_>,
+    request_source: Option<&str>,
+    rules: &Rules,
+    origin: &Origin,
+) -> Result<Validated, Rejection> {
+    map(raw, request_source, rules, origin).map_err(|(reason, message)| Rejection {
+        reason,
+        message,
+        event: Some(redact(raw)),
+    })
+}
+
+fn string<'a>(field: Field<'a>, name: &str) -> Result<Cow<'a, str>, Invalid> {
+    field.as_str().map_err(|e| match e {
+        FieldTypeError::NotString(found) => invalid(
+            Reason::InvalidField,
+            format!("field `{name}` must be a string, found {found}"),
+        ),
+        FieldTypeError::NotNumber => invalid(Reason::InvalidField, format!("field `{name}` is invalid")),
+    })
+}
+
+fn required<'a>(field: Option<Field<'a>>, name: &str) -> Result<Cow<'a, str>, Invalid> {
+    let value = present(field)
+        .ok_or_else(|| invalid(Reason::MissingField, format!("field `{name}` is required")))?;
+    let s = string(value, name)?;
+    if s.trim().is_empty() {
+        return Err(invalid(Reason::MissingField, format!("field `{name}` is empty")));
+    }
+    Ok(s)
+}
+
+/// Picks the field of one shape or the other; both at once is an error.
+fn either<'a>(
+    dsp: Option<Field<'a>>,
+    dsp_name: &'static str,
+    simple: Option<Field<'a>>,
+    simple_name: &'static str,
+) -> Result<(Option<Field<'a>>, &'static str), Invalid> {
+    match (present(dsp), present(simple)) {
+        (Some(_), Some(_)) => Err(invalid(
+            Reason::ConflictingFields,
+            format!("fields `{dsp_name}` and `{simple_name}` are both set; use one"),
+        )),
+        (Some(f), None) => Ok((Some(f), dsp_name)),
+        (None, Some(f)) => Ok((Some(f), simple_name)),
+        (None, None) => Ok((None, if present(simple).is_some() { simple_name } else { dsp_name })),
+    }
+}
+
+fn is_simple(raw: &RawEvent<'_>) -> bool {
+    [raw.event_time, raw.user_identifier, raw.conversion_type, raw.conversion_value]
+        .into_iter()
+        .any(|f| present(f).is_some())
+}
+
+fn map(
+    raw: &RawEvent<'_>,
+    request_source: Option<&str>,
+    rules: &Rules,
+    origin: &Origin,
+) -> Result<Validated, Invalid> {
+    let simple = is_simple(raw);
+    let names = |dsp: &'static str, simple_name: &'static str| if simple { simple_name } else { dsp };
+
+    let (time_field, time_name) = either(raw.timestamp, "timestamp", raw.event_time, "eventTime")?;
+    let timestamp = timestamp(required(time_field, names(time_name, "eventTime"))?, time_name, rules)?;
+
+    let (name_field, name_name) = either(raw.name, "name", raw.conversion_type, "conversionType")?;
+    let name = required(name_field, names(name_name, "conversionType"))?.trim().to_owned();
+
+    let defaults = &rules.defaults;
+    let conversion_definition_id = match present(raw.conversion_definition_id) {
+        Some(f) => required(Some(f), "conversionDefinitionId")?.trim().to_owned(),
+        None => defaults
+            .conversion_definitions
+            .get(&name)
+            .or(defaults.default_conversion_definition_id.as_ref())
+            .cloned()
+            .ok_or_else(|| {
+                invalid(
+                    Reason::NoConversionDefinition,
+                    format!(
+                        "no `conversionDefinitionId`, and conversion type {name:?} is not in \
+                         DSP_CONVERSION_DEFINITIONS and DSP_DEFAULT_CONVERSION_DEFINITION_ID is not set"
+                    ),
+                )
+            })?,
+    };
+
+    let country_code = match present(raw.country_code) {
+        Some(f) => {
+            let s = string(f, "countryCode")?;
+            country_code(s.trim()).ok_or_else(|| {
+                invalid(
+                    Reason::InvalidCountryCode,
+                    format!("field `countryCode`: {s:?} is not an ISO 3166-1 alpha-2 code (e.g. US, GB, DE)"),
+                )
+            })?
+        }
+        None => defaults
+            .country_code
+            .as_deref()
+            .and_then(country_code)
+            .ok_or_else(|| {
+                invalid(
+                    Reason::MissingField,
+                    "field `countryCode` is required (or set DSP_DEFAULT_COUNTRY_CODE)",
+                )
+            })?,
+    };
+
+    let (keys_field, _) = either(raw.match_keys, "matchKeys", raw.user_identifier, "userIdentifier")?;
+    let match_keys = if present(raw.user_identifier).is_some() {
+        user_identifier(raw)?
+    } else {
+        if present(raw.user_identifier_type).is_some() {
+            return Err(invalid(
+                Reason::MissingField,
+                "field `userIdentifier` is required with `userIdentifierType`",
+            ));
+        }
+        match keys_field {
+            Some(f) => match_keys(f)?,
+            None => {
+                return Err(invalid(
+                    Reason::MissingField,
+                    format!("field `{}` is required", names("matchKeys", "userIdentifier")),
+                ))
+            }
+        }
+    };
+
+    let (value_field, value_name) = either(raw.value, "value", raw.conversion_value, "conversionValue")?;
+    let value = match value_field {
+        None => None,
+        Some(f) => {
+            let text = f.number_text().map_err(|_| {
+                invalid(Reason::InvalidValue, format!("field `{value_name}` must be a number"))
+            })?;
+            if text.is_empty() {
+                None
+            } else {
+                Some(Amount::parse(&text).map_err(|e| {
+                    invalid(Reason::InvalidValue, format!("field `{value_name}`: {text:?} {e}"))
+                })?)
+            }
+        }
+    };
+
+    let currency_code = match present(raw.currency_code) {
+        Some(f) => {
+            let s = string(f, "currencyCode")?;
+            Some(CurrencyCode::parse(s.trim()).ok_or_else(|| {
+                invalid(
+                    Reason::InvalidCurrencyCode,
+                    format!(
+                        "field `currencyCode`: {s:?} is not one of {}",
+                        CurrencyCode::ALL.join(" ")
+                    ),
+                )
+            })?)
+        }
+        None => defaults.currency_code,
+    };
+
+    let units_sold = match present(raw.units_sold) {
+        None => None,
+        Some(f) => {
+            let text = f.number_text().unwrap_or(Cow::Borrowed(""));
+            Some(text.parse::<u64>().map_err(|_| {
+                invalid(
+                    Reason::InvalidField,
+                    format!("field `unitsSold` must be a non-negative integer, found {}", f.to_json()),
+                )
+            })?)
+        }
+    };
+
+    let data_processing_options = match present(raw.data_processing_options) {
+        None => None,
+        Some(f) => {
+            let s = string(f, "dataProcessingOptions")?;
+            if s.trim() != LIMITED_DATA_USE {
+                return Err(invalid(
+                    Reason::InvalidField,
+                    format!("field `dataProcessingOptions`: {s:?} is not {LIMITED_DATA_USE}"),
+                ));
+            }
+            Some(LIMITED_DATA_USE)
+        }
+    };
+
+    let source = match present(raw.source) {
+        Some(f) => {
+            let s = string(f, "source")?;
+            Source::parse(s.trim()).ok_or_else(|| {
+                invalid(
+                    Reason::InvalidSource,
+                    format!("field `source`: {s:?} is not AMAZON_AD_TAG or SERVER_TO_SERVER"),
+                )
+            })?
+        }
+        None => match request_source {
+            None => defaults.source,
+            Some(s) => Source::parse(s.trim()).ok_or_else(|| {
+                invalid(
+                    Reason::InvalidSource,
+                    format!("request `source`: {s:?} is not AMAZON_AD_TAG or SERVER_TO_SERVER"),
+                )
+            })?,
+        },
+    };
+
+    let client_dedupe_id = match present(raw.client_dedupe_id) {
+        Some(f) => required(Some(f), "clientDedupeId")?.trim().to_owned(),
+        None => origin.dedupe_id(),
+    };
+
+    Ok(Validated {
+        event: ConversionEvent {
+            conversion_definition_id,
+            name,
+            timestamp,
+            country_code,
+            match_keys,
+            client_dedupe_id,
+            value,
+            currency_code,
+            units_sold,
+            data_processing_options,
+        },
+        source,
+        origin: origin.clone(),
+    })
+}
+
+fn timestamp(text: Cow<'_, str>, name: &str, rules: &Rules) -> Result<String, Invalid> {
+    let t = text.trim();
+    let parsed = OffsetDateTime::parse(t, &Rfc3339).map_err(|_| {
+        let hint = if has_no_offset(t) {
+            "has no UTC offset"
+        } else {
+            "is not an ISO-8601 date-time"
+        };
+        invalid(
+            Reason::InvalidTimestamp,
+            format!("field `{name}`: {t:?} {hint}; expected e.g. 2026-11-28T09:30:00Z or 2026-11-28T10:30:00+01:00"),
+        )
+    })?;
+    if parsed < rules.oldest {
+        return Err(invalid(
+            Reason::TimestampTooOld,
+            format!("field `{name}`: {t} is more than 7 days old"),
+        ));
+    }
+    if parsed > rules.latest {
+        return Err(invalid(
+            Reason::TimestampInFuture,
+            format!("field `{name}`: {t} is more than 5 minutes in the future"),
+        ));
+    }
+    Ok(t.to_owned())
+}
+
+fn has_no_offset(t: &str) -> bool {
+    t.len() >= 19
+        && t.get(10..).is_some_and(|rest| !rest.contains(['Z', 'z', '+']) && !rest[1..].contains('-'))
+}
+
+fn user_identifier(raw: &RawEvent<'_>) -> Result<Vec<MatchKey>, Invalid> {
+    let value = required(raw.user_identifier, "userIdentifier")?;
+    let kind = match present(raw.user_identifier_type) {
+        Some(f) => {
+            let s = string(f, "userIdentifierType")?;
+            MatchKeyType::parse(&s).ok_or_else(|| {
+                invalid(
+                    Reason::InvalidMatchKey,
+                    format!(
+                        "field `userIdentifierType`: {s:?} is not one of {}",
+                        MatchKeyType::NAMES
+                    ),
+                )
+            })?
+        }
+        None => MatchKeyType::detect(&value).ok_or_else(|| {
+            invalid(
+                Reason::AmbiguousIdentifier,
+                "field `userIdentifier` is not an email, a UUID MAID or a phone number; set `userIdentifierType`",
+            )
+        })?,
+    };
+    let prepared = match_key::prepare(kind, &value).map_err(|e| {
+        invalid(Reason::InvalidMatchKey, format!("field `userIdentifier` ({kind:?}) {e}"))
+    })?;
+    Ok(vec![MatchKey { kind, values: vec![prepared] }])
+}
+
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawMatchKey<'a> {
+    #[serde(rename = "type", borrow)]
+    kind: Cow<'a, str>,
+    #[serde(borrow)]
+    values: Vec<Cow<'a, str>>,
+}
+
+fn field_text<'a>(f: &Field<'a>) -> &'a str {
+    match *f {
+        Field::Json(raw) => raw.get(),
+        Field::Text(s) => s,
+    }
+}
+
+fn parse_match_keys<'a>(f: &Field<'a>) -> Option<Vec<RawMatchKey<'a>>> {
+    serde_json::from_str(field_text(f)).ok()
+}
+
+fn match_keys(f: Field<'_>) -> Result<Vec<MatchKey>, Invalid> {
+    let keys = parse_match_keys(&f).ok_or_else(|| {
+        invalid(
+            Reason::InvalidMatchKey,
+            "field `matchKeys` must be an array of {\"type\", \"values\": [strings]}",
+        )
+    })?;
+    if keys.is_empty() {
+        return Err(invalid(Reason::InvalidMatchKey, "field `matchKeys` is empty"));
+    }
+    keys.into_iter()
+        .enumerate()
+        .map(|(i, key)| {
+            let kind = MatchKeyType::parse(&key.kind).ok_or_else(|| {
+                invalid(
+                    Reason::InvalidMatchKey,
+                    format!(
+                        "field `matchKeys[{i}].type`: {:?} is not one of {}",
+                        key.kind,
+                        MatchKeyType::NAMES
+                    ),
+                )
+            })?;
+            if key.values.is_empty() {
+                return Err(invalid(
+                    Reason::InvalidMatchKey,
+                    format!("field `matchKeys[{i}].values` is empty"),
+                ));
+            }
+            let values = key
+                .values
+                .iter()
+                .enumerate()
+                .map(|(j, v)| {
+                    match_key::prepare(kind, v).map_err(|e| {
+                        invalid(
+                            Reason::InvalidMatchKey,
+                            format!("field `matchKeys[{i}].values[{j}]` ({kind:?}) {e}"),
+                        )
+                    })
+                })
+                .collect::<Result<_, _>>()?;
+            Ok(MatchKey { kind, values })
+        })
+        .collect()
+}
+
+/// The record as far as it could be read, every identifier hashed, for the rejects report.
+pub fn redact(raw: &RawEvent<'_>) -> serde_json::Value {
+    let mut out = serde_json::Map::new();
+    for (name, field) in raw.fields() {
+        let value = match name {
+            "userIdentifier" => {
+                let kind = present(raw.user_identifier_type)
+                    .and_then(|f| f.as_str().ok())
+                    .and_then(|s| MatchKeyType::parse(&s));
+                match field.as_str() {
+                    Ok(s) => match_key::redact(kind.or_else(|| MatchKeyType::detect(&s)), &s).into(),
+                    Err(_) => serde_json::Value::Null,
+                }
+            }
+            "matchKeys" => match parse_match_keys(&field) {
+                Some(keys) => keys
+                    .iter()
+                    .map(|k| {
+                        let kind = MatchKeyType::parse(&k.kind);
+                        serde_json::json!({
+                            "type": k.kind,
+                            "values": k.values.iter().map(|v| match_key::redact(kind, v)).collect::<Vec<_>>(),
+                        })
+                    })
+                    .collect(),
+                None => serde_json::Value::Null,
+            },
+            _ => field.to_json(),
+        };
+        out.insert(name.to_owned(), value);
+    }
+    serde_json::Value::Object(out)
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,274 @@
+//! A record as read, before validation: every field of both event shapes, borrowed from the
+//! input (a JSON text or a CSV row) so that reading costs no copies.
+
+use std::borrow::Cow;
+
+use serde::{Deserialize, Deserializer};
+use serde_json::value::RawValue;
+
+/// One field's value as it appears in the input.
+#[derive(Clone, Copy, Debug)]
+pub enum Field<'a> {
+    /// A JSON value, as its text.
+    Json(&'a RawValue),
+    /// A CSV cell: always text.
+    Text(&'a str),
+}
+
+impl<'de: 'a, 'a> Deserialize<'de> for Field<'a> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        <&'a RawValue>::deserialize(d).map(Field::Json)
+    }
+}
+
+/// What a field holds when it is not what the rule wants.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FieldTypeError {
+    /// Expected a string, found another JSON type.
+    NotString(&'static str),
+    /// Expected a number, found something else.
+    NotNumber,
+}
+
+impl<'a> Field<'a> {
+    /// The field as a string; JSON strings only (borrowed unless it has escapes).
+    pub fn as_str(&self) -> Result<Cow<'a, str>, FieldTypeError> {
+        match *self {
+            Field::Text(s) => Ok(Cow::Borrowed(s)),
+            Field::Json(raw) => {
+                let text = raw.get();
+                let bytes = text.as_bytes();
+                if bytes.first() != Some(&b'"') {
+                    return Err(FieldTypeError::NotString(json_type(text)));
+                }
+                let inner = &text[1..text.len() - 1];
+                if !inner.contains('\\') {
+                    return Ok(Cow::Borrowed(inner));
+                }
+                serde_json::from_str::<String>(text)
+                    .map(Cow::Owned)
+                    .map_err(|_| FieldTypeError::NotString("string"))
+            }
+        }
+    }
+
+    /// The decimal text of a numeric field: a JSON number, or a string holding one (CSV cells
+    /// and JSON producers that quote numbers).
+    pub fn number_text(&self) -> Result<Cow<'a, str>, FieldTypeError> {
+        match *self {
+            Field::Text(s) => Ok(Cow::Borrowed(s.trim())),
+            Field::Json(raw) => {
+                let text = raw.get();
+                match text.as_bytes().first() {
+                    Some(b'-' | b'0'..=b'9') => Ok(Cow::Borrowed(text)),
+                    Some(b'"') => match self.as_str() {
+                        Ok(Cow::Borrowed(s)) => Ok(Cow::Borrowed(s.trim())),
+                        Ok(Cow::Owned(s)) => Ok(Cow::Owned(s.trim().to_owned())),
+                        Err(_) => Err(FieldTypeError::NotNumber),
+                    },
+                    _ => Err(FieldTypeError::NotNumber),
+                }
+            }
+        }
+    }
+
+    /// The field as a JSON value, for the rejects report.
+    pub fn to_json(&self) -> serde_json::Value {
+        match *self {
+            Field::Text(s) => serde_json::Value::String(s.to_owned()),
+            Field::Json(raw) => serde_json::from_str(raw.get()).unwrap_or(serde_json::Value::Null),
+        }
+    }
+
+    /// Whether the field holds JSON `null` (which counts as absent).
+    fn is_null(&self) -> bool {
+        matches!(self, Field::Json(raw) if raw.get() == "null")
+    }
+}
+
+fn json_type(text: &str) -> &'static str {
+    match text.as_bytes().first() {
+        Some(b'{') => "object",
+        Some(b'[') => "array",
+        Some(b't' | b'f') => "boolean",
+        Some(b'n') => "null",
+        _ => "number",
+    }
+}
+
+/// One record of either event shape (DESIGN.md §1 and §3). Unknown fields are an error: a typo
+/// in a field name would otherwise drop data silently.
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct RawEvent<'a> {
+    /// DSP shape: id of the conversion definition.
+    #[serde(borrow)]
+    pub conversion_definition_id: Option<Field<'a>>,
+    /// DSP shape: name of the event.
+    #[serde(borrow)]
+    pub name: Option<Field<'a>>,
+    /// DSP shape: ISO-8601 time with offset.
+    #[serde(borrow)]
+    pub timestamp: Option<Field<'a>>,
+    /// Country of the event.
+    #[serde(borrow)]
+    pub country_code: Option<Field<'a>>,
+    /// DSP shape: `[{"type", "values"}]`.
+    #[serde(borrow)]
+    pub match_keys: Option<Field<'a>>,
+    /// Deduplication id.
+    #[serde(borrow)]
+    pub client_dedupe_id: Option<Field<'a>>,
+    /// DSP shape: value of the conversion.
+    #[serde(borrow)]
+    pub value: Option<Field<'a>>,
+    /// Currency of the value.
+    #[serde(borrow)]
+    pub currency_code: Option<Field<'a>>,
+    /// Units sold.
+    #[serde(borrow)]
+    pub units_sold: Option<Field<'a>>,
+    /// DSP shape: `LIMITED_DATA_USE`.
+    #[serde(borrow)]
+    pub data_processing_options: Option<Field<'a>>,
+    /// Simple shape: time of the event.
+    #[serde(borrow)]
+    pub event_time: Option<Field<'a>>,
+    /// Simple shape: value of the conversion.
+    #[serde(borrow)]
+    pub conversion_value: Option<Field<'a>>,
+    /// Simple shape: the one user identifier.
+    #[serde(borrow)]
+    pub user_identifier: Option<Field<'a>>,
+    /// Simple shape: its type, when not guessed.
+    #[serde(borrow)]
+    pub user_identifier_type: Option<Field<'a>>,
+    /// Simple shape: the conversion type, mapped to a definition.
+    #[serde(borrow)]
+    pub conversion_type: Option<Field<'a>>,
+    /// The event's source, overriding the request's and the default.
+    #[serde(borrow)]
+    pub source: Option<Field<'a>>,
+}
+
+/// The field names, in the order of [`RawEvent::fields`].
+pub const FIELD_NAMES: [&str; 16] = [
+    "conversionDefinitionId",
+    "name",
+    "timestamp",
+    "countryCode",
+    "matchKeys",
+    "clientDedupeId",
+    "value",
+    "currencyCode",
+    "unitsSold",
+    "dataProcessingOptions",
+    "eventTime",
+    "conversionValue",
+    "userIdentifier",
+    "userIdentifierType",
+    "conversionType",
+    "source",
+];
+
+impl<'a> RawEvent<'a> {
+    /// Parses one JSON object.
+    pub fn from_json(text: &'a str) -> serde_json::Result<Self> {
+        serde_json::from_str(text)
+    }
+
+    /// Mutable access to a field by its name in [`FIELD_NAMES`]; used by the CSV reader.
+    pub fn field_mut(&mut self, index: usize) -> Option<&mut Option<Field<'a>>> {
+        Some(match index {
+            0 => &mut self.conversion_definition_id,
+            1 => &mut self.name,
+            2 => &mut self.timestamp,
+            3 => &mut self.country_code,
+            4 => &mut self.match_keys,
+            5 => &mut self.client_dedupe_id,
+            6 => &mut self.value,
+            7 => &mut self.currency_code,
+            8 => &mut self.units_sold,
+            9 => &mut self.data_processing_options,
+            10 => &mut self.event_time,
+            11 => &mut self.conversion_value,
+            12 => &mut self.user_identifier,
+            13 => &mut self.user_identifier_type,
+            14 => &mut self.conversion_type,
+            15 => &mut self.source,
+            _ => return None,
+        })
+    }
+
+    /// The present, non-null fields with their names.
+    pub fn fields(&self) -> impl Iterator<Item = (&'static str, Field<'a>)> + '_ {
+        [
+            self.conversion_definition_id,
+            self.name,
+            self.timestamp,
+            self.country_code,
+            self.match_keys,
+            self.client_dedupe_id,
+            self.value,
+            self.currency_code,
+            self.units_sold,
+            self.data_processing_options,
+            self.event_time,
+            self.conversion_value,
+            self.user_identifier,
+            self.user_identifier_type,
+            self.conversion_type,
+            self.source,
+        ]
+        .into_iter()
+        .zip(FIELD_NAMES)
+        .filter_map(|(f, name)| f.filter(|f| !f.is_null()).map(|f| (name, f)))
+    }
+}
+
+/// Treats JSON `null` as absent.
+pub fn present<'a>(field: Option<Field<'a>>) -> Option<Field<'a>> {
+    field.filter(|f| !f.is_null())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn strings_borrow_unless_escaped() {
+        let ev = RawEvent::from_json(r#"{"name":"buy","conversionType":"a\"b"}"#).unwrap();
+        assert!(matches!(ev.name.unwrap().as_str().unwrap(), Cow::Borrowed("buy")));
+        assert_eq!(ev.conversion_type.unwrap().as_str().unwrap(), "a\"b");
+    }
+
+    #[test]
+    fn types_are_checked_per_field() {
+        let ev = RawEvent::from_json(r#"{"name":5,"value":"12.5","unitsSold":true}"#).unwrap();
+        assert_eq!(ev.name.unwrap().as_str(), Err(FieldTypeError::NotString("number")));
+        assert_eq!(ev.value.unwrap().number_text().unwrap(), "12.5");
+        assert_eq!(ev.units_sold.unwrap().number_text(), Err(FieldTypeError::NotNumber));
+    }
+
+    #[test]
+    fn unknown_fields_are_named() {
+        let err = RawEvent::from_json(r#"{"conversionvalue":1}"#).unwrap_err();
+        assert!(err.to_string().contains("unknown field `conversionvalue`"), "{err}");
+    }
+
+    #[test]
+    fn null_is_absent() {
+        let ev = RawEvent::from_json(r#"{"name":null,"value":1}"#).unwrap();
+        let names: Vec<_> = ev.fields().map(|(n, _)| n).collect();
+        assert_eq!(names, ["value"]);
+    }
+
+    #[test]
+    fn field_names_match_serde() {
+        for (i, name) in FIELD_NAMES.iter().enumerate() {
+            let text = format!("{{\"{name}\":\"x\"}}");
+            let mut parsed = RawEvent::from_json(&text).unwrap();
+            assert!(parsed.field_mut(i).unwrap().is_some(), "{name}");
+        }
+    }
+}

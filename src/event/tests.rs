@@ -1,0 +1,198 @@
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use serde_json::json;
+use time::macros::datetime;
+
+use super::*;
+use crate::origin::{Position, Unit};
+
+const NOW: OffsetDateTime = datetime!(2026-11-28 12:00:00 UTC);
+const EMAIL_HASH: &str = "836f82db99121b3481011f16b49dfa5fbc714a0d1b1b9f784a1ebbbf5b39577f";
+
+fn rules() -> Rules {
+    Rules::new(
+        EventDefaults {
+            source: Source::ServerToServer,
+            conversion_definitions: HashMap::from([("purchase".to_owned(), "def-purchase".to_owned())]),
+            default_conversion_definition_id: None,
+            country_code: None,
+            currency_code: CurrencyCode::parse("USD"),
+        },
+        NOW,
+    )
+}
+
+fn origin() -> Origin {
+    Origin { unit: Arc::new(Unit::message(0, "m-1")), position: Position::at(1, None) }
+}
+
+fn check(json: serde_json::Value) -> Result<Validated, Rejection> {
+    let text = json.to_string();
+    let raw = RawEvent::from_json(&text).expect("parses");
+    validate(&raw, None, &rules(), &origin())
+}
+
+fn reject(json: serde_json::Value) -> (String, String) {
+    let r = check(json).expect_err("rejected");
+    (r.reason.code(), r.message)
+}
+
+fn simple() -> serde_json::Value {
+    json!({
+        "eventTime": "2026-11-28T09:30:00+01:00",
+        "conversionType": "purchase",
+        "conversionValue": 12.345,
+        "userIdentifier": " John.Doe@Example.com ",
+        "countryCode": "us",
+    })
+}
+
+#[test]
+fn simple_shape_maps_to_the_dsp_event() {
+    let v = check(simple()).unwrap();
+    assert_eq!(v.source, Source::ServerToServer);
+    let body = serde_json::to_value(&v.event).unwrap();
+    assert_eq!(
+        body,
+        json!({
+            "conversionDefinitionId": "def-purchase",
+            "name": "purchase",
+            "timestamp": "2026-11-28T09:30:00+01:00",
+            "countryCode": "US",
+            "matchKeys": [{"type": "EMAIL", "values": [EMAIL_HASH]}],
+            "clientDedupeId": origin().dedupe_id(),
+            "value": 12.35,
+            "currencyCode": "USD",
+        })
+    );
+}
+
+#[test]
+fn dsp_shape_passes_hashed_values_and_sends_maids_as_given() {
+    let v = check(json!({
+        "conversionDefinitionId": "d1",
+        "name": "buy",
+        "timestamp": "2026-11-28T11:00:00Z",
+        "countryCode": "DE",
+        "matchKeys": [
+            {"type": "EMAIL", "values": [EMAIL_HASH, "a@b.de"]},
+            {"type": "MAID", "values": ["6d92078a-8246-4ba4-ae5b-76104861e7dc"]}
+        ],
+        "clientDedupeId": "order-1",
+        "value": 3,
+        "unitsSold": "2",
+        "dataProcessingOptions": "LIMITED_DATA_USE",
+        "source": "AMAZON_AD_TAG"
+    }))
+    .unwrap();
+    assert_eq!(v.source, Source::AmazonAdTag);
+    assert_eq!(v.event.client_dedupe_id, "order-1");
+    assert_eq!(v.event.match_keys[0].values[0], EMAIL_HASH);
+    assert_eq!(v.event.match_keys[0].values[1], match_key::sha256_hex(b"a@b.de"));
+    assert_eq!(v.event.match_keys[1].values[0], "6d92078a-8246-4ba4-ae5b-76104861e7dc");
+    assert_eq!(v.event.units_sold, Some(2));
+    // the rejects report never shows the MAID
+    let redacted = v.event.redacted().to_string();
+    assert!(!redacted.contains("6d92078a"), "{redacted}");
+}
+
+#[test]
+fn each_rule_has_its_reason() {
+    let with = |k: &str, v: serde_json::Value| {
+        let mut e = simple();
+        e[k] = v;
+        e
+    };
+    let without = |k: &str| {
+        let mut e = simple();
+        e.as_object_mut().unwrap().remove(k);
+        e
+    };
+    let cases = [
+        (without("eventTime"), "MISSING_FIELD", "eventTime"),
+        (with("eventTime", json!("2026-11-28T09:30:00")), "INVALID_TIMESTAMP", "no UTC offset"),
+        (with("eventTime", json!("yesterday")), "INVALID_TIMESTAMP", "eventTime"),
+        (with("eventTime", json!("2026-11-20T09:30:00Z")), "TIMESTAMP_TOO_OLD", "7 days"),
+        (with("eventTime", json!("2026-11-28T12:06:00Z")), "TIMESTAMP_IN_FUTURE", "5 minutes"),
+        (with("countryCode", json!("USA")), "INVALID_COUNTRY_CODE", "\"USA\""),
+        (without("countryCode"), "MISSING_FIELD", "DSP_DEFAULT_COUNTRY_CODE"),
+        (with("currencyCode", json!("XYZ")), "INVALID_CURRENCY_CODE", "USD"),
+        (with("conversionValue", json!(-1)), "INVALID_VALUE", "negative"),
+        (with("conversionValue", json!("NaN")), "INVALID_VALUE", "decimal"),
+        (with("conversionValue", json!(1e300)), "INVALID_VALUE", "larger"),
+        (with("conversionValue", json!([1])), "INVALID_VALUE", "number"),
+        (with("conversionType", json!("signup")), "NO_CONVERSION_DEFINITION", "signup"),
+        (with("conversionType", json!(7)), "INVALID_FIELD", "must be a string, found number"),
+        (with("userIdentifier", json!("John")), "AMBIGUOUS_IDENTIFIER", "userIdentifierType"),
+        (with("userIdentifierType", json!("SSN")), "INVALID_MATCH_KEY", "SSN"),
+        (with("source", json!("WEB")), "INVALID_SOURCE", "WEB"),
+        (with("unitsSold", json!(1.5)), "INVALID_FIELD", "unitsSold"),
+        (with("timestamp", json!("2026-11-28T09:30:00Z")), "CONFLICTING_FIELDS", "eventTime"),
+        (with("dataProcessingOptions", json!("ALL")), "INVALID_FIELD", "LIMITED_DATA_USE"),
+    ];
+    for (event, code, needle) in cases {
+        let (got, message) = reject(event.clone());
+        assert_eq!(got, code, "{event} → {message}");
+        assert!(message.contains(needle), "{event} → {message}");
+    }
+}
+
+#[test]
+fn match_key_errors_name_the_key_and_never_the_value() {
+    let event = |keys: serde_json::Value| {
+        json!({"conversionDefinitionId": "d", "name": "n", "timestamp": "2026-11-28T11:00:00Z",
+               "countryCode": "US", "matchKeys": keys})
+    };
+    let (code, msg) = reject(event(json!([])));
+    assert_eq!((code.as_str(), msg.as_str()), ("INVALID_MATCH_KEY", "field `matchKeys` is empty"));
+    let (code, msg) = reject(event(json!([{"type": "FAX", "values": ["1"]}])));
+    assert_eq!(code, "INVALID_MATCH_KEY");
+    assert!(msg.contains("matchKeys[0].type"), "{msg}");
+    let (_, msg) = reject(event(json!([{"type": "EMAIL", "values": []}])));
+    assert!(msg.contains("matchKeys[0].values"), "{msg}");
+    let (_, msg) = reject(event(json!([{"type": "PHONE", "values": ["+1 555 0100 999 999 999 9"]}])));
+    assert!(msg.contains("matchKeys[0].values[0]") && !msg.contains("555"), "{msg}");
+    let (code, _) = reject(event(json!({"type": "EMAIL"})));
+    assert_eq!(code, "INVALID_MATCH_KEY");
+}
+
+#[test]
+fn rejected_events_are_reported_with_identifiers_hashed() {
+    let mut e = simple();
+    e["countryCode"] = json!("XX");
+    let rejection = check(e).unwrap_err();
+    let event = rejection.event.unwrap();
+    assert_eq!(event["userIdentifier"], json!(EMAIL_HASH));
+    assert_eq!(event["countryCode"], json!("XX"));
+    let text = event.to_string();
+    assert!(!text.contains("John"), "{text}");
+
+    let rejection = check(json!({"name": "n", "matchKeys": [{"type": "MAID", "values": ["raw-maid"]}]}))
+        .unwrap_err();
+    let text = rejection.event.unwrap().to_string();
+    assert!(!text.contains("raw-maid"), "{text}");
+    assert!(text.contains(&match_key::sha256_hex(b"raw-maid")), "{text}");
+}
+
+#[test]
+fn request_source_applies_unless_the_event_names_one() {
+    let text = simple().to_string();
+    let raw = RawEvent::from_json(&text).unwrap();
+    let v = validate(&raw, Some("AMAZON_AD_TAG"), &rules(), &origin()).unwrap();
+    assert_eq!(v.source, Source::AmazonAdTag);
+}
+
+#[test]
+fn csv_text_cells_are_read_like_json() {
+    let mut raw = RawEvent::default();
+    raw.event_time = Some(Field::Text("2026-11-28T11:00:00Z"));
+    raw.conversion_type = Some(Field::Text("purchase"));
+    raw.conversion_value = Some(Field::Text("0.125"));
+    raw.user_identifier = Some(Field::Text("+1 206 555 0100"));
+    raw.country_code = Some(Field::Text("GB"));
+    let v = validate(&raw, None, &rules(), &origin()).unwrap();
+    assert_eq!(v.event.value.map(Amount::cents), Some(13));
+    assert_eq!(v.event.match_keys[0].kind, MatchKeyType::Phone);
+    assert_eq!(v.event.match_keys[0].values[0], match_key::sha256_hex(b"12065550100"));
+}

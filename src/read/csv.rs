@@ -1,0 +1,166 @@
+//! CSV with a header row naming the simple-shape fields (any order, optional columns may be
+//! missing, unknown columns reject the file); an empty cell means absent.
+
+use std::cell::RefCell;
+use std::collections::VecDeque;
+use std::io::{self, Read};
+use std::rc::Rc;
+
+use super::{reject_rest, Interrupted, RecordSink};
+use crate::event::raw::FIELD_NAMES;
+use crate::event::{Field, RawEvent};
+use crate::origin::Position;
+use crate::outcome::{Reason, Rejection};
+
+pub(super) fn read(reader: impl Read, gzip: bool, sink: &mut dyn RecordSink) -> Result<(), Interrupted> {
+    let lines = Rc::new(RefCell::new(LineIndex::default()));
+    let mut csv = ::csv::ReaderBuilder::new()
+        .has_headers(false)
+        .flexible(true)
+        .buffer_capacity(64 << 10)
+        .from_reader(Indexed { inner: reader, index: lines.clone() });
+    let mut row = ::csv::StringRecord::new();
+    let columns = match csv.read_record(&mut row) {
+        Ok(true) => match header(&row) {
+            Ok(columns) => columns,
+            Err(message) => {
+                sink.invalid(Position::WHOLE, Rejection::unreadable(Reason::UnknownField, message));
+                return Ok(());
+            }
+        },
+        Ok(false) => return Ok(()),
+        Err(e) => return csv_error(e, gzip, Position::WHOLE, sink),
+    };
+    let mut record = 0u64;
+    loop {
+        if !sink.keep_going() {
+            return Err(Interrupted::Stopped);
+        }
+        let start = csv.position().byte();
+        let line = lines.borrow_mut().line_at(start);
+        match csv.read_record(&mut row) {
+            Ok(false) => return Ok(()),
+            Ok(true) => {
+                if row.iter().all(|cell| cell.trim().is_empty()) {
+                    continue;
+                }
+                record += 1;
+                let at = Position::at(record, Some(line));
+                if row.len() != columns.len() {
+                    sink.invalid(
+                        at,
+                        Rejection::unreadable(
+                            Reason::InvalidCsv,
+                            format!("row has {} fields, the header has {}", row.len(), columns.len()),
+                        ),
+                    );
+                    continue;
+                }
+                let mut raw = RawEvent::default();
+                for (cell, &column) in row.iter().zip(&columns) {
+                    if !cell.trim().is_empty() {
+                        if let Some(slot) = raw.field_mut(column) {
+                            *slot = Some(Field::Text(cell));
+                        }
+                    }
+                }
+                sink.record(at, &raw, None);
+            }
+            Err(e) => {
+                record += 1;
+                let at = Position::at(record, Some(line));
+                if let ::csv::ErrorKind::Utf8 { .. } = e.kind() {
+                    sink.invalid(at, Rejection::unreadable(Reason::InvalidEncoding, "row is not valid UTF-8"));
+                    continue;
+                }
+                return csv_error(e, gzip, at, sink);
+            }
+        }
+    }
+}
+
+/// Maps header names to field indices; unknown or repeated columns are an error.
+fn header(row: &::csv::StringRecord) -> Result<Vec<usize>, String> {
+    let mut columns = Vec::with_capacity(row.len());
+    for (i, name) in row.iter().enumerate() {
+        let name = name.trim().trim_start_matches('\u{feff}');
+        let Some(index) = FIELD_NAMES.iter().position(|f| *f == name) else {
+            return Err(format!(
+                "unknown column {name:?} (column {}) in the header; known columns: {}",
+                i + 1,
+                FIELD_NAMES.join(", ")
+            ));
+        };
+        if columns.contains(&index) {
+            return Err(format!("column {name:?} appears twice in the header"));
+        }
+        columns.push(index);
+    }
+    Ok(columns)
+}
+
+fn csv_error(e: ::csv::Error, gzip: bool, at: Position, sink: &mut dyn RecordSink) -> Result<(), Interrupted> {
+    match e.into_kind() {
+        ::csv::ErrorKind::Io(io) => reject_rest(io, gzip, at, sink),
+        other => {
+            sink.invalid(at, Rejection::unreadable(Reason::InvalidCsv, format!("{other:?}")));
+            Ok(())
+        }
+    }
+}
+
+/// Where the line breaks of the input are, for the 1-based line on which each row starts: the
+/// csv crate reports where it began looking, before the blank lines and CR/LF it skips.
+#[derive(Default)]
+struct LineIndex {
+    /// Offsets of `\r` and `\n` bytes not yet passed, and whether each is a `\n`.
+    breaks: VecDeque<(u64, bool)>,
+    /// `\n`s before the first entry of `breaks`.
+    newlines_passed: u64,
+    /// Bytes read so far.
+    read: u64,
+}
+
+impl LineIndex {
+    /// The line of the first byte at or after `offset` that is not a line break.
+    fn line_at(&mut self, offset: u64) -> u64 {
+        while let Some(&(at, newline)) = self.breaks.front() {
+            if at >= offset {
+                break;
+            }
+            self.newlines_passed += u64::from(newline);
+            self.breaks.pop_front();
+        }
+        let mut newlines = self.newlines_passed;
+        let mut next = offset;
+        for &(at, newline) in &self.breaks {
+            if at != next {
+                break;
+            }
+            next += 1;
+            newlines += u64::from(newline);
+        }
+        newlines + 1
+    }
+}
+
+/// Records line breaks as the csv reader pulls bytes through.
+struct Indexed<R> {
+    inner: R,
+    index: Rc<RefCell<LineIndex>>,
+}
+
+impl<R: Read> Read for Indexed<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        let mut index = self.index.borrow_mut();
+        let base = index.read;
+        for (i, b) in buf[..n].iter().enumerate() {
+            if *b == b'\n' || *b == b'\r' {
+                index.breaks.push_back((base + i as u64, *b == b'\n'));
+            }
+        }
+        index.read += n as u64;
+        Ok(n)
+    }
+}

@@ -1,0 +1,157 @@
+use std::io::Write;
+
+use super::*;
+
+/// Collects what a reader produced, as text: `record/line: event-name` or `record/line: CODE`.
+#[derive(Default)]
+pub(crate) struct Collect {
+    pub items: Vec<String>,
+    pub stop_after: Option<usize>,
+}
+
+fn at(p: Position) -> String {
+    let r = p.record.map_or("-".into(), |r| r.to_string());
+    match p.line {
+        Some(l) => format!("{r}@{l}"),
+        None => r,
+    }
+}
+
+impl RecordSink for Collect {
+    fn record(&mut self, position: Position, raw: &RawEvent<'_>, source: Option<&str>) {
+        let name = raw
+            .conversion_type
+            .or(raw.name)
+            .and_then(|f| f.as_str().ok().map(|s| s.into_owned()))
+            .unwrap_or_default();
+        let source = source.map(|s| format!(" [{s}]")).unwrap_or_default();
+        self.items.push(format!("{}: {name}{source}", at(position)));
+    }
+    fn invalid(&mut self, position: Position, rejection: Rejection) {
+        self.items.push(format!("{}: {}", at(position), rejection.reason));
+    }
+    fn keep_going(&self) -> bool {
+        self.stop_after.is_none_or(|n| self.items.len() < n)
+    }
+}
+
+fn read(bytes: &[u8], key: &str) -> Vec<String> {
+    let mut sink = Collect::default();
+    let enc = Encoding::detect(key, None, None).expect("known format");
+    read_object(bytes, enc, Limits { max_record_bytes: 200, max_object_bytes: 10_000 }, &mut sink)
+        .expect("not interrupted");
+    sink.items
+}
+
+fn gzip(bytes: &[u8]) -> Vec<u8> {
+    let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    e.write_all(bytes).unwrap();
+    e.finish().unwrap()
+}
+
+#[test]
+fn detects_formats() {
+    let d = |k, t, e| Encoding::detect(k, t, e);
+    let enc = |format, gzip| Some(Encoding { format, gzip });
+    assert_eq!(d("a/b.NDJSON", None, None), enc(Format::Ndjson, false));
+    assert_eq!(d("a/b.jsonl.gz", None, None), enc(Format::Ndjson, true));
+    assert_eq!(d("b.json", None, Some("gzip")), enc(Format::Json, true));
+    assert_eq!(d("b.csv.gz", None, None), enc(Format::Csv, true));
+    assert_eq!(d("b", Some("text/csv; charset=utf-8"), None), enc(Format::Csv, false));
+    assert_eq!(d("b.txt", None, None), None);
+}
+
+#[test]
+fn ndjson_counts_records_and_lines() {
+    let text = b"\xEF\xBB\xBF{\"name\":\"a\"}\r\n\n  \n{\"name\":\"b\"}\nnot json\n{\"nmae\":1}\n[1]\n{\"name\":\"c\"}";
+    assert_eq!(
+        read(text, "x.ndjson"),
+        [
+            "1@1: a",
+            "2@4: b",
+            "3@5: INVALID_JSON",
+            "4@6: UNKNOWN_FIELD",
+            "5@7: INVALID_JSON",
+            "6@8: c"
+        ]
+    );
+}
+
+#[test]
+fn ndjson_bounds_lines_and_checks_utf8() {
+    let mut text = b"{\"name\":\"a\"}\n".to_vec();
+    text.extend(std::iter::repeat_n(b'x', 1000));
+    text.extend(b"\n\xff\xfe\n{\"name\":\"b\"}\n");
+    assert_eq!(read(&text, "x.ndjson"), ["1@1: a", "2@2: RECORD_TOO_LARGE", "3@3: INVALID_ENCODING", "4@4: b"]);
+}
+
+#[test]
+fn gzip_is_undone_and_its_damage_rejected() {
+    let text = b"{\"name\":\"a\"}\n{\"name\":\"b\"}\n".repeat(20);
+    let gz = gzip(&text);
+    assert_eq!(read(&gz, "x.ndjson.gz").len(), 40);
+    let truncated = &gz[..gz.len() / 2];
+    let items = read(truncated, "x.ndjson.gz");
+    assert_eq!(items.last().unwrap().split(": ").nth(1), Some("CORRUPT_GZIP"), "{items:?}");
+    // A bomb: the decompressed size is bounded.
+    let bomb = gzip(&vec![b' '; 100_000]);
+    assert_eq!(read(&bomb, "x.ndjson.gz"), ["-: OBJECT_TOO_LARGE"]);
+}
+
+#[test]
+fn json_request_object_array_and_single_event() {
+    let request = br#"{"source":"AMAZON_AD_TAG","eventData":[{"name":"a"},{"name":"b"},{"bad":1}]}"#;
+    assert_eq!(read(request, "x.json"), ["1: a [AMAZON_AD_TAG]", "2: b [AMAZON_AD_TAG]", "3: UNKNOWN_FIELD"]);
+    let late_source = br#"{"eventData":[{"name":"a"}],"source":"SERVER_TO_SERVER"}"#;
+    assert_eq!(read(late_source, "x.json"), ["1: a [SERVER_TO_SERVER]"]);
+    let array = br#" [ {"name":"a"}, 5, {"name":"b"} ] "#;
+    assert_eq!(read(array, "x.json"), ["1: a", "2: INVALID_JSON", "3: b"]);
+    let single = br#"{"name":"solo","source":"AMAZON_AD_TAG"}"#;
+    assert_eq!(read(single, "x.json"), ["1: solo"]);
+}
+
+#[test]
+fn broken_json_rejects_the_rest_and_keeps_what_came_before() {
+    let broken = br#"[{"name":"a"},{"name":"b"},{"name":"#;
+    assert_eq!(read(broken, "x.json"), ["1: a", "2: b", "3: INVALID_JSON"]);
+    assert_eq!(read(b"42", "x.json"), ["1: INVALID_JSON"]);
+    assert_eq!(read(br#"[{"name":"a"}] x"#, "x.json"), ["1: a", "2: INVALID_JSON"]);
+}
+
+#[test]
+fn csv_maps_columns_in_any_order() {
+    let text = b"userIdentifier,conversionType,clientDedupeId\r\nx@y.z,buy,\"a,b\"\r\n\n,\"multi\nline\",\nonly-one\n,last,";
+    assert_eq!(read(text, "x.csv"), ["1@2: buy", "2@4: multi\nline", "3@6: INVALID_CSV", "4@7: last"]);
+}
+
+#[test]
+fn csv_with_an_unknown_column_is_rejected_whole() {
+    assert_eq!(read(b"eventTime,email\n1,2\n", "x.csv"), ["-: UNKNOWN_FIELD"]);
+    assert_eq!(read(b"name,name\n", "x.csv"), ["-: UNKNOWN_FIELD"]);
+    assert!(read(b"", "x.csv").is_empty());
+}
+
+#[test]
+fn source_errors_interrupt_instead_of_rejecting() {
+    struct Failing;
+    impl Read for Failing {
+        fn read(&mut self, _: &mut [u8]) -> io::Result<usize> {
+            Err(io::Error::new(io::ErrorKind::ConnectionReset, "reset"))
+        }
+    }
+    let mut sink = Collect::default();
+    let enc = Encoding { format: Format::Ndjson, gzip: false };
+    let r = read_object(Failing, enc, Limits::default(), &mut sink);
+    assert!(matches!(r, Err(Interrupted::Source(_))), "{r:?}");
+    assert!(sink.items.is_empty());
+}
+
+#[test]
+fn readers_stop_when_asked() {
+    let text = b"{\"name\":\"a\"}\n".repeat(10);
+    let mut sink = Collect { stop_after: Some(3), ..Default::default() };
+    let enc = Encoding { format: Format::Ndjson, gzip: false };
+    let r = read_object(&text[..], enc, Limits::default(), &mut sink);
+    assert!(matches!(r, Err(Interrupted::Stopped)));
+    assert_eq!(sink.items.len(), 3);
+}
