@@ -133,8 +133,12 @@ impl Config {
                 expected: "one of NA, EU, FE".into(),
             })?),
         };
-        let api_url = get("DSP_API_URL").map(|v| url_var("DSP_API_URL", v)).transpose()?;
-        let token_url = get("DSP_TOKEN_URL").map(|v| url_var("DSP_TOKEN_URL", v)).transpose()?;
+        let api_url = get("DSP_API_URL")
+            .map(|v| url_var("DSP_API_URL", v))
+            .transpose()?;
+        let token_url = get("DSP_TOKEN_URL")
+            .map(|v| url_var("DSP_TOKEN_URL", v))
+            .transpose()?;
         let source = match get("DSP_DEFAULT_SOURCE") {
             None => Source::ServerToServer,
             Some(v) => Source::parse(v.trim()).ok_or_else(|| ConfigError {
@@ -145,13 +149,15 @@ impl Config {
         };
         let conversion_definitions = match get("DSP_CONVERSION_DEFINITIONS") {
             None => HashMap::new(),
-            Some(v) => serde_json::from_str::<HashMap<String, String>>(&v).map_err(|e| ConfigError {
-                variable: "DSP_CONVERSION_DEFINITIONS",
-                value: v.clone(),
-                expected: format!(
-                    "a JSON object of conversion type to conversionDefinitionId strings ({e})"
-                ),
-            })?,
+            Some(v) => {
+                serde_json::from_str::<HashMap<String, String>>(&v).map_err(|e| ConfigError {
+                    variable: "DSP_CONVERSION_DEFINITIONS",
+                    value: v.clone(),
+                    expected: format!(
+                        "a JSON object of conversion type to conversionDefinitionId strings ({e})"
+                    ),
+                })?
+            }
         };
         let country_code = match get("DSP_DEFAULT_COUNTRY_CODE") {
             None => None,
@@ -173,19 +179,20 @@ impl Config {
                 expected: format!("one of {}", CurrencyCode::ALL.join(" ")),
             })?),
         };
-        let number = |name: &'static str, default: u64, min: u64, max: u64| -> Result<u64, ConfigError> {
-            match get(name) {
-                None => Ok(default),
-                Some(v) => match v.trim().parse::<u64>() {
-                    Ok(n) if (min..=max).contains(&n) => Ok(n),
-                    _ => Err(ConfigError {
-                        variable: name,
-                        value: v,
-                        expected: format!("an integer from {min} to {max}"),
-                    }),
-                },
-            }
-        };
+        let number =
+            |name: &'static str, default: u64, min: u64, max: u64| -> Result<u64, ConfigError> {
+                match get(name) {
+                    None => Ok(default),
+                    Some(v) => match v.trim().parse::<u64>() {
+                        Ok(n) if (min..=max).contains(&n) => Ok(n),
+                        _ => Err(ConfigError {
+                            variable: name,
+                            value: v,
+                            expected: format!("an integer from {min} to {max}"),
+                        }),
+                    },
+                }
+            };
         let dry_run = match get("DRY_RUN").map(|v| v.trim().to_ascii_lowercase()) {
             None => false,
             Some(v) if v == "true" || v == "1" => true,
@@ -218,7 +225,12 @@ impl Config {
             rejects_prefix: lookup("REJECTS_PREFIX").unwrap_or_else(|| "rejected/".into()),
             retry_queue_url: get("RETRY_QUEUE_URL"),
             dry_run,
-            secret_cache_ttl: Duration::from_secs(number("SECRET_CACHE_TTL_SECONDS", 300, 0, 86_400)?),
+            secret_cache_ttl: Duration::from_secs(number(
+                "SECRET_CACHE_TTL_SECONDS",
+                300,
+                0,
+                86_400,
+            )?),
             max_record_bytes: number("MAX_RECORD_BYTES", 1 << 20, 1 << 10, 64 << 20)? as usize,
             max_object_bytes: number("MAX_OBJECT_BYTES", 10 << 30, 1 << 10, 1 << 40)?,
         })
@@ -243,8 +255,10 @@ mod tests {
     use super::*;
 
     fn config(vars: &[(&str, &str)]) -> Result<Config, ConfigError> {
-        let vars: HashMap<String, String> =
-            vars.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        let vars: HashMap<String, String> = vars
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
         Config::from_lookup(|name| vars.get(name).cloned())
     }
 
@@ -290,7 +304,10 @@ mod tests {
     #[test]
     fn parses_every_variable() {
         let c = config(&[
-            ("DSP_SECRET_ID", "arn:aws:secretsmanager:us-east-1:1:secret:x"),
+            (
+                "DSP_SECRET_ID",
+                "arn:aws:secretsmanager:us-east-1:1:secret:x",
+            ),
             ("DSP_REGION", "eu"),
             ("DSP_API_URL", "http://127.0.0.1:8080/"),
             ("DSP_TOKEN_URL", "http://127.0.0.1:8080/auth/o2/token"),

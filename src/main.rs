@@ -1,1 +1,22 @@
-fn main() {}
+//! The Lambda binary: logging, configuration and clients once at cold start, then the runtime.
+
+use std::sync::Arc;
+
+use dsp_conversions::aws::Aws;
+use dsp_conversions::config::Config;
+use dsp_conversions::handler::Handler;
+use lambda_runtime::{service_fn, LambdaEvent};
+use serde_json::Value;
+
+#[tokio::main]
+async fn main() -> Result<(), lambda_runtime::Error> {
+    lambda_runtime::tracing::init_default_subscriber();
+    let config = Config::from_env().inspect_err(|e| tracing::error!(error = %e, "cannot start"))?;
+    let aws = Arc::new(Aws::from_env().await);
+    let handler = Handler::new(config, aws)?;
+    let handler = &handler;
+    lambda_runtime::run(service_fn(move |event: LambdaEvent<Value>| async move {
+        handler.handle(event).await
+    }))
+    .await
+}

@@ -72,11 +72,17 @@ pub struct Position {
 impl Position {
     /// The position of record `record` at line `line`.
     pub fn at(record: u64, line: Option<u64>) -> Self {
-        Self { record: Some(record), line }
+        Self {
+            record: Some(record),
+            line,
+        }
     }
 
     /// The unit as a whole (a file that cannot be read at all).
-    pub const WHOLE: Position = Position { record: None, line: None };
+    pub const WHOLE: Position = Position {
+        record: None,
+        line: None,
+    };
 }
 
 /// Where one event came from.
@@ -152,7 +158,10 @@ mod tests {
     fn dedupe_ids_depend_on_identity_and_record_only() {
         let a = Arc::new(Unit::message(0, "m-1"));
         let b = Arc::new(Unit::message(5, "m-1"));
-        let o = |u: &Arc<Unit>, r| Origin { unit: u.clone(), position: Position::at(r, None) };
+        let o = |u: &Arc<Unit>, r| Origin {
+            unit: u.clone(),
+            position: Position::at(r, None),
+        };
         assert_eq!(o(&a, 1).dedupe_id(), o(&b, 1).dedupe_id());
         assert_ne!(o(&a, 1).dedupe_id(), o(&a, 2).dedupe_id());
         assert_eq!(o(&a, 1).dedupe_id().len(), 32);
@@ -161,8 +170,14 @@ mod tests {
     #[test]
     fn display_and_json_name_the_origin() {
         let u = Arc::new(Unit::object(0, "b", "in/x y.csv", Some("m-9")));
-        let o = Origin { unit: u, position: Position::at(3, Some(4)) };
-        assert_eq!(o.to_string(), "s3://b/in/x y.csv (message m-9) line 4 record 3");
+        let o = Origin {
+            unit: u,
+            position: Position::at(3, Some(4)),
+        };
+        assert_eq!(
+            o.to_string(),
+            "s3://b/in/x y.csv (message m-9) line 4 record 3"
+        );
         assert_eq!(
             o.to_json(),
             serde_json::json!({"messageId":"m-9","bucket":"b","key":"in/x y.csv","record":3,"line":4})

@@ -116,7 +116,10 @@ mod tests {
 
     #[test]
     fn currencies() {
-        assert_eq!(CurrencyCode::parse("usd").map(CurrencyCode::as_str), Some("USD"));
+        assert_eq!(
+            CurrencyCode::parse("usd").map(CurrencyCode::as_str),
+            Some("USD")
+        );
         assert_eq!(CurrencyCode::parse("XYZ"), None);
     }
 }

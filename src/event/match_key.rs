@@ -88,7 +88,12 @@ pub struct MatchKey {
 /// Never prints values: MAIDs and RAMP ids are raw identifiers.
 impl fmt::Debug for MatchKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "MatchKey({:?}, {} value(s))", self.kind, self.values.len())
+        write!(
+            f,
+            "MatchKey({:?}, {} value(s))",
+            self.kind,
+            self.values.len()
+        )
     }
 }
 
@@ -111,7 +116,11 @@ pub enum ValueError {
 pub fn prepare(kind: MatchKeyType, raw: &str) -> Result<String, ValueError> {
     let trimmed = raw.trim();
     if !kind.is_hashed() {
-        return if trimmed.is_empty() { Err(ValueError::Empty) } else { Ok(trimmed.to_owned()) };
+        return if trimmed.is_empty() {
+            Err(ValueError::Empty)
+        } else {
+            Ok(trimmed.to_owned())
+        };
     }
     if is_sha256_hex(trimmed) {
         return Ok(trimmed.to_owned());
@@ -191,7 +200,9 @@ pub fn hex(bytes: &[u8]) -> String {
 
 /// Whether `s` is 64 lower-case hex characters: a value that was hashed already.
 pub fn is_sha256_hex(s: &str) -> bool {
-    s.len() == 64 && s.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    s.len() == 64
+        && s.bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
 }
 
 fn is_uuid(s: &str) -> bool {
@@ -222,18 +233,27 @@ mod tests {
     #[test]
     fn known_answers() {
         // sha256("john.doe@example.com")
-        assert_eq!(prepare(MatchKeyType::Email, " John.Doe@Example.com ").unwrap(), JOHN);
+        assert_eq!(
+            prepare(MatchKeyType::Email, " John.Doe@Example.com ").unwrap(),
+            JOHN
+        );
         assert_eq!(sha256_hex(b"john.doe@example.com"), JOHN);
         assert_eq!(
             prepare(MatchKeyType::Phone, "+1 (206) 555-0100").unwrap(),
             sha256_hex(b"12065550100")
         );
-        assert_eq!(prepare(MatchKeyType::FirstName, " Zoë-Ann ").unwrap(), sha256_hex(b"zoann"));
+        assert_eq!(
+            prepare(MatchKeyType::FirstName, " Zoë-Ann ").unwrap(),
+            sha256_hex(b"zoann")
+        );
         assert_eq!(
             prepare(MatchKeyType::Address, "410 Terry Ave. N").unwrap(),
             sha256_hex(b"410terryaven")
         );
-        assert_eq!(prepare(MatchKeyType::Postal, " 98109 1234").unwrap(), sha256_hex(b"981091234"));
+        assert_eq!(
+            prepare(MatchKeyType::Postal, " 98109 1234").unwrap(),
+            sha256_hex(b"981091234")
+        );
         assert_eq!(
             sha256_hex(b""),
             "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
@@ -250,9 +270,18 @@ mod tests {
 
     #[test]
     fn bad_values_say_why() {
-        assert_eq!(prepare(MatchKeyType::Email, "nobody"), Err(ValueError::NotEmail));
-        assert_eq!(prepare(MatchKeyType::Phone, "12"), Err(ValueError::NotPhone));
-        assert_eq!(prepare(MatchKeyType::City, "  --  "), Err(ValueError::Empty));
+        assert_eq!(
+            prepare(MatchKeyType::Email, "nobody"),
+            Err(ValueError::NotEmail)
+        );
+        assert_eq!(
+            prepare(MatchKeyType::Phone, "12"),
+            Err(ValueError::NotPhone)
+        );
+        assert_eq!(
+            prepare(MatchKeyType::City, "  --  "),
+            Err(ValueError::Empty)
+        );
         assert_eq!(prepare(MatchKeyType::Maid, " "), Err(ValueError::Empty));
     }
 
@@ -263,16 +292,25 @@ mod tests {
             MatchKeyType::detect("6d92078a-8246-4ba4-ae5b-76104861e7dc"),
             Some(MatchKeyType::Maid)
         );
-        assert_eq!(MatchKeyType::detect("+44 20 7946 0958"), Some(MatchKeyType::Phone));
+        assert_eq!(
+            MatchKeyType::detect("+44 20 7946 0958"),
+            Some(MatchKeyType::Phone)
+        );
         assert_eq!(MatchKeyType::detect("John"), None);
         assert_eq!(MatchKeyType::detect(JOHN), None);
     }
 
     #[test]
     fn redaction_never_returns_the_raw_value() {
-        assert_eq!(redact(Some(MatchKeyType::Email), " John.Doe@Example.com "), JOHN);
+        assert_eq!(
+            redact(Some(MatchKeyType::Email), " John.Doe@Example.com "),
+            JOHN
+        );
         let maid = "6d92078a-8246-4ba4-ae5b-76104861e7dc";
-        assert_eq!(redact(Some(MatchKeyType::Maid), maid), sha256_hex(maid.as_bytes()));
+        assert_eq!(
+            redact(Some(MatchKeyType::Maid), maid),
+            sha256_hex(maid.as_bytes())
+        );
         assert_eq!(redact(None, "x"), sha256_hex(b"x"));
     }
 

@@ -132,7 +132,9 @@ fn string<'a>(field: Field<'a>, name: &str) -> Result<Cow<'a, str>, Invalid> {
             Reason::InvalidField,
             format!("field `{name}` must be a string, found {found}"),
         ),
-        FieldTypeError::NotNumber => invalid(Reason::InvalidField, format!("field `{name}` is invalid")),
+        FieldTypeError::NotNumber => {
+            invalid(Reason::InvalidField, format!("field `{name}` is invalid"))
+        }
     })
 }
 
@@ -141,7 +143,10 @@ fn required<'a>(field: Option<Field<'a>>, name: &str) -> Result<Cow<'a, str>, In
         .ok_or_else(|| invalid(Reason::MissingField, format!("field `{name}` is required")))?;
     let s = string(value, name)?;
     if s.trim().is_empty() {
-        return Err(invalid(Reason::MissingField, format!("field `{name}` is empty")));
+        return Err(invalid(
+            Reason::MissingField,
+            format!("field `{name}` is empty"),
+        ));
     }
     Ok(s)
 }
@@ -160,14 +165,26 @@ fn either<'a>(
         )),
         (Some(f), None) => Ok((Some(f), dsp_name)),
         (None, Some(f)) => Ok((Some(f), simple_name)),
-        (None, None) => Ok((None, if present(simple).is_some() { simple_name } else { dsp_name })),
+        (None, None) => Ok((
+            None,
+            if present(simple).is_some() {
+                simple_name
+            } else {
+                dsp_name
+            },
+        )),
     }
 }
 
 fn is_simple(raw: &RawEvent<'_>) -> bool {
-    [raw.event_time, raw.user_identifier, raw.conversion_type, raw.conversion_value]
-        .into_iter()
-        .any(|f| present(f).is_some())
+    [
+        raw.event_time,
+        raw.user_identifier,
+        raw.conversion_type,
+        raw.conversion_value,
+    ]
+    .into_iter()
+    .any(|f| present(f).is_some())
 }
 
 fn map(
@@ -177,13 +194,20 @@ fn map(
     origin: &Origin,
 ) -> Result<Validated, Invalid> {
     let simple = is_simple(raw);
-    let names = |dsp: &'static str, simple_name: &'static str| if simple { simple_name } else { dsp };
+    let names =
+        |dsp: &'static str, simple_name: &'static str| if simple { simple_name } else { dsp };
 
     let (time_field, time_name) = either(raw.timestamp, "timestamp", raw.event_time, "eventTime")?;
-    let timestamp = timestamp(required(time_field, names(time_name, "eventTime"))?, time_name, rules)?;
+    let timestamp = timestamp(
+        required(time_field, names(time_name, "eventTime"))?,
+        time_name,
+        rules,
+    )?;
 
     let (name_field, name_name) = either(raw.name, "name", raw.conversion_type, "conversionType")?;
-    let name = required(name_field, names(name_name, "conversionType"))?.trim().to_owned();
+    let name = required(name_field, names(name_name, "conversionType"))?
+        .trim()
+        .to_owned();
 
     let defaults = &rules.defaults;
     let conversion_definition_id = match present(raw.conversion_definition_id) {
@@ -226,7 +250,12 @@ fn map(
             })?,
     };
 
-    let (keys_field, _) = either(raw.match_keys, "matchKeys", raw.user_identifier, "userIdentifier")?;
+    let (keys_field, _) = either(
+        raw.match_keys,
+        "matchKeys",
+        raw.user_identifier,
+        "userIdentifier",
+    )?;
     let match_keys = if present(raw.user_identifier).is_some() {
         user_identifier(raw)?
     } else {
@@ -241,24 +270,34 @@ fn map(
             None => {
                 return Err(invalid(
                     Reason::MissingField,
-                    format!("field `{}` is required", names("matchKeys", "userIdentifier")),
+                    format!(
+                        "field `{}` is required",
+                        names("matchKeys", "userIdentifier")
+                    ),
                 ))
             }
         }
     };
 
-    let (value_field, value_name) = either(raw.value, "value", raw.conversion_value, "conversionValue")?;
+    let (value_field, value_name) =
+        either(raw.value, "value", raw.conversion_value, "conversionValue")?;
     let value = match value_field {
         None => None,
         Some(f) => {
             let text = f.number_text().map_err(|_| {
-                invalid(Reason::InvalidValue, format!("field `{value_name}` must be a number"))
+                invalid(
+                    Reason::InvalidValue,
+                    format!("field `{value_name}` must be a number"),
+                )
             })?;
             if text.is_empty() {
                 None
             } else {
                 Some(Amount::parse(&text).map_err(|e| {
-                    invalid(Reason::InvalidValue, format!("field `{value_name}`: {text:?} {e}"))
+                    invalid(
+                        Reason::InvalidValue,
+                        format!("field `{value_name}`: {text:?} {e}"),
+                    )
                 })?)
             }
         }
@@ -287,7 +326,10 @@ fn map(
             Some(text.parse::<u64>().map_err(|_| {
                 invalid(
                     Reason::InvalidField,
-                    format!("field `unitsSold` must be a non-negative integer, found {}", f.to_json()),
+                    format!(
+                        "field `unitsSold` must be a non-negative integer, found {}",
+                        f.to_json()
+                    ),
                 )
             })?)
         }
@@ -381,7 +423,8 @@ fn timestamp(text: Cow<'_, str>, name: &str, rules: &Rules) -> Result<String, In
 
 fn has_no_offset(t: &str) -> bool {
     t.len() >= 19
-        && t.get(10..).is_some_and(|rest| !rest.contains(['Z', 'z', '+']) && !rest[1..].contains('-'))
+        && t.get(10..)
+            .is_some_and(|rest| !rest.contains(['Z', 'z', '+']) && !rest[1..].contains('-'))
 }
 
 fn user_identifier(raw: &RawEvent<'_>) -> Result<Vec<MatchKey>, Invalid> {
@@ -407,9 +450,15 @@ fn user_identifier(raw: &RawEvent<'_>) -> Result<Vec<MatchKey>, Invalid> {
         })?,
     };
     let prepared = match_key::prepare(kind, &value).map_err(|e| {
-        invalid(Reason::InvalidMatchKey, format!("field `userIdentifier` ({kind:?}) {e}"))
+        invalid(
+            Reason::InvalidMatchKey,
+            format!("field `userIdentifier` ({kind:?}) {e}"),
+        )
     })?;
-    Ok(vec![MatchKey { kind, values: vec![prepared] }])
+    Ok(vec![MatchKey {
+        kind,
+        values: vec![prepared],
+    }])
 }
 
 #[derive(serde::Deserialize)]
@@ -440,7 +489,10 @@ fn match_keys(f: Field<'_>) -> Result<Vec<MatchKey>, Invalid> {
         )
     })?;
     if keys.is_empty() {
-        return Err(invalid(Reason::InvalidMatchKey, "field `matchKeys` is empty"));
+        return Err(invalid(
+            Reason::InvalidMatchKey,
+            "field `matchKeys` is empty",
+        ));
     }
     keys.into_iter()
         .enumerate()

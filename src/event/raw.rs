@@ -238,22 +238,34 @@ mod tests {
     #[test]
     fn strings_borrow_unless_escaped() {
         let ev = RawEvent::from_json(r#"{"name":"buy","conversionType":"a\"b"}"#).unwrap();
-        assert!(matches!(ev.name.unwrap().as_str().unwrap(), Cow::Borrowed("buy")));
+        assert!(matches!(
+            ev.name.unwrap().as_str().unwrap(),
+            Cow::Borrowed("buy")
+        ));
         assert_eq!(ev.conversion_type.unwrap().as_str().unwrap(), "a\"b");
     }
 
     #[test]
     fn types_are_checked_per_field() {
         let ev = RawEvent::from_json(r#"{"name":5,"value":"12.5","unitsSold":true}"#).unwrap();
-        assert_eq!(ev.name.unwrap().as_str(), Err(FieldTypeError::NotString("number")));
+        assert_eq!(
+            ev.name.unwrap().as_str(),
+            Err(FieldTypeError::NotString("number"))
+        );
         assert_eq!(ev.value.unwrap().number_text().unwrap(), "12.5");
-        assert_eq!(ev.units_sold.unwrap().number_text(), Err(FieldTypeError::NotNumber));
+        assert_eq!(
+            ev.units_sold.unwrap().number_text(),
+            Err(FieldTypeError::NotNumber)
+        );
     }
 
     #[test]
     fn unknown_fields_are_named() {
         let err = RawEvent::from_json(r#"{"conversionvalue":1}"#).unwrap_err();
-        assert!(err.to_string().contains("unknown field `conversionvalue`"), "{err}");
+        assert!(
+            err.to_string().contains("unknown field `conversionvalue`"),
+            "{err}"
+        );
     }
 
     #[test]

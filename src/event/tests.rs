@@ -14,7 +14,10 @@ fn rules() -> Rules {
     Rules::new(
         EventDefaults {
             source: Source::ServerToServer,
-            conversion_definitions: HashMap::from([("purchase".to_owned(), "def-purchase".to_owned())]),
+            conversion_definitions: HashMap::from([(
+                "purchase".to_owned(),
+                "def-purchase".to_owned(),
+            )]),
             default_conversion_definition_id: None,
             country_code: None,
             currency_code: CurrencyCode::parse("USD"),
@@ -24,7 +27,10 @@ fn rules() -> Rules {
 }
 
 fn origin() -> Origin {
-    Origin { unit: Arc::new(Unit::message(0, "m-1")), position: Position::at(1, None) }
+    Origin {
+        unit: Arc::new(Unit::message(0, "m-1")),
+        position: Position::at(1, None),
+    }
 }
 
 fn check(json: serde_json::Value) -> Result<Validated, Rejection> {
@@ -89,8 +95,14 @@ fn dsp_shape_passes_hashed_values_and_sends_maids_as_given() {
     assert_eq!(v.source, Source::AmazonAdTag);
     assert_eq!(v.event.client_dedupe_id, "order-1");
     assert_eq!(v.event.match_keys[0].values[0], EMAIL_HASH);
-    assert_eq!(v.event.match_keys[0].values[1], match_key::sha256_hex(b"a@b.de"));
-    assert_eq!(v.event.match_keys[1].values[0], "6d92078a-8246-4ba4-ae5b-76104861e7dc");
+    assert_eq!(
+        v.event.match_keys[0].values[1],
+        match_key::sha256_hex(b"a@b.de")
+    );
+    assert_eq!(
+        v.event.match_keys[1].values[0],
+        "6d92078a-8246-4ba4-ae5b-76104861e7dc"
+    );
     assert_eq!(v.event.units_sold, Some(2));
     // the rejects report never shows the MAID
     let redacted = v.event.redacted().to_string();
@@ -111,25 +123,93 @@ fn each_rule_has_its_reason() {
     };
     let cases = [
         (without("eventTime"), "MISSING_FIELD", "eventTime"),
-        (with("eventTime", json!("2026-11-28T09:30:00")), "INVALID_TIMESTAMP", "no UTC offset"),
-        (with("eventTime", json!("yesterday")), "INVALID_TIMESTAMP", "eventTime"),
-        (with("eventTime", json!("2026-11-20T09:30:00Z")), "TIMESTAMP_TOO_OLD", "7 days"),
-        (with("eventTime", json!("2026-11-28T12:06:00Z")), "TIMESTAMP_IN_FUTURE", "5 minutes"),
-        (with("countryCode", json!("USA")), "INVALID_COUNTRY_CODE", "\"USA\""),
-        (without("countryCode"), "MISSING_FIELD", "DSP_DEFAULT_COUNTRY_CODE"),
-        (with("currencyCode", json!("XYZ")), "INVALID_CURRENCY_CODE", "USD"),
-        (with("conversionValue", json!(-1)), "INVALID_VALUE", "negative"),
-        (with("conversionValue", json!("NaN")), "INVALID_VALUE", "decimal"),
-        (with("conversionValue", json!(1e300)), "INVALID_VALUE", "larger"),
-        (with("conversionValue", json!([1])), "INVALID_VALUE", "number"),
-        (with("conversionType", json!("signup")), "NO_CONVERSION_DEFINITION", "signup"),
-        (with("conversionType", json!(7)), "INVALID_FIELD", "must be a string, found number"),
-        (with("userIdentifier", json!("John")), "AMBIGUOUS_IDENTIFIER", "userIdentifierType"),
-        (with("userIdentifierType", json!("SSN")), "INVALID_MATCH_KEY", "SSN"),
+        (
+            with("eventTime", json!("2026-11-28T09:30:00")),
+            "INVALID_TIMESTAMP",
+            "no UTC offset",
+        ),
+        (
+            with("eventTime", json!("yesterday")),
+            "INVALID_TIMESTAMP",
+            "eventTime",
+        ),
+        (
+            with("eventTime", json!("2026-11-20T09:30:00Z")),
+            "TIMESTAMP_TOO_OLD",
+            "7 days",
+        ),
+        (
+            with("eventTime", json!("2026-11-28T12:06:00Z")),
+            "TIMESTAMP_IN_FUTURE",
+            "5 minutes",
+        ),
+        (
+            with("countryCode", json!("USA")),
+            "INVALID_COUNTRY_CODE",
+            "\"USA\"",
+        ),
+        (
+            without("countryCode"),
+            "MISSING_FIELD",
+            "DSP_DEFAULT_COUNTRY_CODE",
+        ),
+        (
+            with("currencyCode", json!("XYZ")),
+            "INVALID_CURRENCY_CODE",
+            "USD",
+        ),
+        (
+            with("conversionValue", json!(-1)),
+            "INVALID_VALUE",
+            "negative",
+        ),
+        (
+            with("conversionValue", json!("NaN")),
+            "INVALID_VALUE",
+            "decimal",
+        ),
+        (
+            with("conversionValue", json!(1e300)),
+            "INVALID_VALUE",
+            "larger",
+        ),
+        (
+            with("conversionValue", json!([1])),
+            "INVALID_VALUE",
+            "number",
+        ),
+        (
+            with("conversionType", json!("signup")),
+            "NO_CONVERSION_DEFINITION",
+            "signup",
+        ),
+        (
+            with("conversionType", json!(7)),
+            "INVALID_FIELD",
+            "must be a string, found number",
+        ),
+        (
+            with("userIdentifier", json!("John")),
+            "AMBIGUOUS_IDENTIFIER",
+            "userIdentifierType",
+        ),
+        (
+            with("userIdentifierType", json!("SSN")),
+            "INVALID_MATCH_KEY",
+            "SSN",
+        ),
         (with("source", json!("WEB")), "INVALID_SOURCE", "WEB"),
         (with("unitsSold", json!(1.5)), "INVALID_FIELD", "unitsSold"),
-        (with("timestamp", json!("2026-11-28T09:30:00Z")), "CONFLICTING_FIELDS", "eventTime"),
-        (with("dataProcessingOptions", json!("ALL")), "INVALID_FIELD", "LIMITED_DATA_USE"),
+        (
+            with("timestamp", json!("2026-11-28T09:30:00Z")),
+            "CONFLICTING_FIELDS",
+            "eventTime",
+        ),
+        (
+            with("dataProcessingOptions", json!("ALL")),
+            "INVALID_FIELD",
+            "LIMITED_DATA_USE",
+        ),
     ];
     for (event, code, needle) in cases {
         let (got, message) = reject(event.clone());
@@ -145,14 +225,22 @@ fn match_key_errors_name_the_key_and_never_the_value() {
                "countryCode": "US", "matchKeys": keys})
     };
     let (code, msg) = reject(event(json!([])));
-    assert_eq!((code.as_str(), msg.as_str()), ("INVALID_MATCH_KEY", "field `matchKeys` is empty"));
+    assert_eq!(
+        (code.as_str(), msg.as_str()),
+        ("INVALID_MATCH_KEY", "field `matchKeys` is empty")
+    );
     let (code, msg) = reject(event(json!([{"type": "FAX", "values": ["1"]}])));
     assert_eq!(code, "INVALID_MATCH_KEY");
     assert!(msg.contains("matchKeys[0].type"), "{msg}");
     let (_, msg) = reject(event(json!([{"type": "EMAIL", "values": []}])));
     assert!(msg.contains("matchKeys[0].values"), "{msg}");
-    let (_, msg) = reject(event(json!([{"type": "PHONE", "values": ["+1 555 0100 999 999 999 9"]}])));
-    assert!(msg.contains("matchKeys[0].values[0]") && !msg.contains("555"), "{msg}");
+    let (_, msg) = reject(event(
+        json!([{"type": "PHONE", "values": ["+1 555 0100 999 999 999 9"]}]),
+    ));
+    assert!(
+        msg.contains("matchKeys[0].values[0]") && !msg.contains("555"),
+        "{msg}"
+    );
     let (code, _) = reject(event(json!({"type": "EMAIL"})));
     assert_eq!(code, "INVALID_MATCH_KEY");
 }
@@ -168,8 +256,9 @@ fn rejected_events_are_reported_with_identifiers_hashed() {
     let text = event.to_string();
     assert!(!text.contains("John"), "{text}");
 
-    let rejection = check(json!({"name": "n", "matchKeys": [{"type": "MAID", "values": ["raw-maid"]}]}))
-        .unwrap_err();
+    let rejection =
+        check(json!({"name": "n", "matchKeys": [{"type": "MAID", "values": ["raw-maid"]}]}))
+            .unwrap_err();
     let text = rejection.event.unwrap().to_string();
     assert!(!text.contains("raw-maid"), "{text}");
     assert!(text.contains(&match_key::sha256_hex(b"raw-maid")), "{text}");
@@ -194,5 +283,8 @@ fn csv_text_cells_are_read_like_json() {
     let v = validate(&raw, None, &rules(), &origin()).unwrap();
     assert_eq!(v.event.value.map(Amount::cents), Some(13));
     assert_eq!(v.event.match_keys[0].kind, MatchKeyType::Phone);
-    assert_eq!(v.event.match_keys[0].values[0], match_key::sha256_hex(b"12065550100"));
+    assert_eq!(
+        v.event.match_keys[0].values[0],
+        match_key::sha256_hex(b"12065550100")
+    );
 }

@@ -117,6 +117,10 @@ pub struct Rejection {
 impl Rejection {
     /// A rejection of a record that could not be read at all.
     pub fn unreadable(reason: Reason, message: impl Into<String>) -> Self {
-        Self { reason, message: message.into(), event: None }
+        Self {
+            reason,
+            message: message.into(),
+            event: None,
+        }
     }
 }

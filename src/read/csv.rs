@@ -12,19 +12,29 @@ use crate::event::{Field, RawEvent};
 use crate::origin::Position;
 use crate::outcome::{Reason, Rejection};
 
-pub(super) fn read(reader: impl Read, gzip: bool, sink: &mut dyn RecordSink) -> Result<(), Interrupted> {
+pub(super) fn read(
+    reader: impl Read,
+    gzip: bool,
+    sink: &mut dyn RecordSink,
+) -> Result<(), Interrupted> {
     let lines = Rc::new(RefCell::new(LineIndex::default()));
     let mut csv = ::csv::ReaderBuilder::new()
         .has_headers(false)
         .flexible(true)
         .buffer_capacity(64 << 10)
-        .from_reader(Indexed { inner: reader, index: lines.clone() });
+        .from_reader(Indexed {
+            inner: reader,
+            index: lines.clone(),
+        });
     let mut row = ::csv::StringRecord::new();
     let columns = match csv.read_record(&mut row) {
         Ok(true) => match header(&row) {
             Ok(columns) => columns,
             Err(message) => {
-                sink.invalid(Position::WHOLE, Rejection::unreadable(Reason::UnknownField, message));
+                sink.invalid(
+                    Position::WHOLE,
+                    Rejection::unreadable(Reason::UnknownField, message),
+                );
                 return Ok(());
             }
         },
@@ -51,7 +61,11 @@ pub(super) fn read(reader: impl Read, gzip: bool, sink: &mut dyn RecordSink) -> 
                         at,
                         Rejection::unreadable(
                             Reason::InvalidCsv,
-                            format!("row has {} fields, the header has {}", row.len(), columns.len()),
+                            format!(
+                                "row has {} fields, the header has {}",
+                                row.len(),
+                                columns.len()
+                            ),
                         ),
                     );
                     continue;
@@ -70,7 +84,10 @@ pub(super) fn read(reader: impl Read, gzip: bool, sink: &mut dyn RecordSink) -> 
                 record += 1;
                 let at = Position::at(record, Some(line));
                 if let ::csv::ErrorKind::Utf8 { .. } = e.kind() {
-                    sink.invalid(at, Rejection::unreadable(Reason::InvalidEncoding, "row is not valid UTF-8"));
+                    sink.invalid(
+                        at,
+                        Rejection::unreadable(Reason::InvalidEncoding, "row is not valid UTF-8"),
+                    );
                     continue;
                 }
                 return csv_error(e, gzip, at, sink);
@@ -99,11 +116,19 @@ fn header(row: &::csv::StringRecord) -> Result<Vec<usize>, String> {
     Ok(columns)
 }
 
-fn csv_error(e: ::csv::Error, gzip: bool, at: Position, sink: &mut dyn RecordSink) -> Result<(), Interrupted> {
+fn csv_error(
+    e: ::csv::Error,
+    gzip: bool,
+    at: Position,
+    sink: &mut dyn RecordSink,
+) -> Result<(), Interrupted> {
     match e.into_kind() {
         ::csv::ErrorKind::Io(io) => reject_rest(io, gzip, at, sink),
         other => {
-            sink.invalid(at, Rejection::unreadable(Reason::InvalidCsv, format!("{other:?}")));
+            sink.invalid(
+                at,
+                Rejection::unreadable(Reason::InvalidCsv, format!("{other:?}")),
+            );
             Ok(())
         }
     }

@@ -39,7 +39,11 @@ impl State<'_> {
 }
 
 /// Reads a JSON object from a stream.
-pub(super) fn read(reader: impl std::io::Read, gzip: bool, sink: &mut dyn RecordSink) -> Result<(), Interrupted> {
+pub(super) fn read(
+    reader: impl std::io::Read,
+    gzip: bool,
+    sink: &mut dyn RecordSink,
+) -> Result<(), Interrupted> {
     let mut de = serde_json::Deserializer::from_reader(reader);
     drive(&mut de, gzip, sink)
 }
@@ -56,8 +60,14 @@ fn drive<'de, R: serde_json::de::Read<'de>>(
     gzip: bool,
     sink: &mut dyn RecordSink,
 ) -> Result<(), Interrupted> {
-    let mut state = State { sink, record: 0, stopped: false };
-    let result = Top(&mut state).deserialize(&mut *de).and_then(|()| de.end());
+    let mut state = State {
+        sink,
+        record: 0,
+        stopped: false,
+    };
+    let result = Top(&mut state)
+        .deserialize(&mut *de)
+        .and_then(|()| de.end());
     let Err(e) = result else { return Ok(()) };
     if state.stopped {
         return Err(Interrupted::Stopped);
@@ -71,7 +81,9 @@ fn drive<'de, R: serde_json::de::Read<'de>>(
     } else {
         format!("invalid JSON after record {}: {e}", state.record)
     };
-    state.sink.invalid(at, Rejection::unreadable(Reason::InvalidJson, message));
+    state
+        .sink
+        .invalid(at, Rejection::unreadable(Reason::InvalidJson, message));
     Ok(())
 }
 
@@ -92,7 +104,12 @@ impl<'de> Visitor<'de> for Top<'_, '_> {
     }
 
     fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<(), A::Error> {
-        Events { state: self.0, source: None, pending: None }.visit_seq(seq)
+        Events {
+            state: self.0,
+            source: None,
+            pending: None,
+        }
+        .visit_seq(seq)
     }
 
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
@@ -117,7 +134,10 @@ impl<'de> Visitor<'de> for Top<'_, '_> {
                 }
                 "source" if source.is_none() => {
                     let raw: Box<RawValue> = map.next_value()?;
-                    source = Some(serde_json::from_str::<String>(raw.get()).unwrap_or_else(|_| raw.get().to_owned()));
+                    source = Some(
+                        serde_json::from_str::<String>(raw.get())
+                            .unwrap_or_else(|_| raw.get().to_owned()),
+                    );
                 }
                 _ => {
                     let raw: Box<RawValue> = map.next_value()?;
@@ -179,7 +199,9 @@ impl<'de> Visitor<'de> for Events<'_, '_, '_> {
     fn visit_seq<A: SeqAccess<'de>>(mut self, mut seq: A) -> Result<(), A::Error> {
         loop {
             self.state.check()?;
-            let Some(raw) = seq.next_element::<Box<RawValue>>()? else { return Ok(()) };
+            let Some(raw) = seq.next_element::<Box<RawValue>>()? else {
+                return Ok(());
+            };
             match self.pending.as_mut() {
                 Some(pending) => pending.push(raw),
                 None => self.state.element(raw.get(), self.source),

@@ -50,14 +50,19 @@ pub struct Encoding {
 impl Encoding {
     /// Tells the encoding from the key's suffix (`.json`, `.ndjson`, `.jsonl`, `.csv`, each
     /// optionally `.gz`), then from `Content-Type`; `Content-Encoding: gzip` also means gzip.
-    pub fn detect(key: &str, content_type: Option<&str>, content_encoding: Option<&str>) -> Option<Self> {
+    pub fn detect(
+        key: &str,
+        content_type: Option<&str>,
+        content_encoding: Option<&str>,
+    ) -> Option<Self> {
         let lower = key.to_ascii_lowercase();
         let (stem, gz_suffix) = match lower.strip_suffix(".gz") {
             Some(stem) => (stem, true),
             None => (lower.as_str(), false),
         };
         let gzip = gz_suffix
-            || content_encoding.is_some_and(|e| e.split(',').any(|p| p.trim().eq_ignore_ascii_case("gzip")));
+            || content_encoding
+                .is_some_and(|e| e.split(',').any(|p| p.trim().eq_ignore_ascii_case("gzip")));
         let by_suffix = if stem.ends_with(".ndjson") || stem.ends_with(".jsonl") {
             Some(Format::Ndjson)
         } else if stem.ends_with(".json") {
@@ -70,13 +75,17 @@ impl Encoding {
         let by_type = || {
             let t = content_type?.split(';').next()?.trim().to_ascii_lowercase();
             match t.as_str() {
-                "application/x-ndjson" | "application/jsonl" | "application/x-jsonlines" => Some(Format::Ndjson),
+                "application/x-ndjson" | "application/jsonl" | "application/x-jsonlines" => {
+                    Some(Format::Ndjson)
+                }
                 "application/json" => Some(Format::Json),
                 "text/csv" => Some(Format::Csv),
                 _ => None,
             }
         };
-        by_suffix.or_else(by_type).map(|format| Self { format, gzip })
+        by_suffix
+            .or_else(by_type)
+            .map(|format| Self { format, gzip })
     }
 }
 
@@ -91,7 +100,10 @@ pub struct Limits {
 
 impl Default for Limits {
     fn default() -> Self {
-        Self { max_record_bytes: 1 << 20, max_object_bytes: 10 << 30 }
+        Self {
+            max_record_bytes: 1 << 20,
+            max_object_bytes: 10 << 30,
+        }
     }
 }
 
@@ -123,7 +135,9 @@ struct Marked<R>(R);
 
 impl<R: Read> Read for Marked<R> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        self.0.read(buf).map_err(|e| io::Error::other(SourceError(e)))
+        self.0
+            .read(buf)
+            .map_err(|e| io::Error::other(SourceError(e)))
     }
 }
 
@@ -133,7 +147,11 @@ struct TooLarge(u64);
 
 impl fmt::Display for TooLarge {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "the object is larger than {} bytes (MAX_OBJECT_BYTES)", self.0)
+        write!(
+            f,
+            "the object is larger than {} bytes (MAX_OBJECT_BYTES)",
+            self.0
+        )
     }
 }
 
@@ -171,7 +189,10 @@ pub(crate) fn classify(e: io::Error, gzip: bool) -> Failure {
             return Failure::Interrupted(Interrupted::Source(source.to_string()));
         }
         if let Some(too_large) = inner.downcast_ref::<TooLarge>() {
-            return Failure::Rejected(Rejection::unreadable(Reason::ObjectTooLarge, too_large.to_string()));
+            return Failure::Rejected(Rejection::unreadable(
+                Reason::ObjectTooLarge,
+                too_large.to_string(),
+            ));
         }
     }
     if gzip {
@@ -180,7 +201,10 @@ pub(crate) fn classify(e: io::Error, gzip: bool) -> Failure {
             format!("the gzip stream is corrupt or truncated: {e}"),
         ))
     } else {
-        Failure::Rejected(Rejection::unreadable(Reason::InvalidEncoding, format!("cannot read: {e}")))
+        Failure::Rejected(Rejection::unreadable(
+            Reason::InvalidEncoding,
+            format!("cannot read: {e}"),
+        ))
     }
 }
 
@@ -194,11 +218,18 @@ pub fn read_object(
 ) -> Result<(), Interrupted> {
     let marked = Marked(source);
     let decoded: Box<dyn Read> = if encoding.gzip {
-        Box::new(flate2::read::MultiGzDecoder::new(BufReader::with_capacity(64 << 10, marked)))
+        Box::new(flate2::read::MultiGzDecoder::new(BufReader::with_capacity(
+            64 << 10,
+            marked,
+        )))
     } else {
         Box::new(marked)
     };
-    let bounded = Bounded { inner: decoded, left: limits.max_object_bytes, limit: limits.max_object_bytes };
+    let bounded = Bounded {
+        inner: decoded,
+        left: limits.max_object_bytes,
+        limit: limits.max_object_bytes,
+    };
     let mut reader = BufReader::with_capacity(256 << 10, bounded);
     if let Err(e) = skip_bom(&mut reader) {
         return reject_rest(e, encoding.gzip, Position::WHOLE, sink);
@@ -240,7 +271,10 @@ pub(crate) fn json_rejection(e: &serde_json::Error) -> Rejection {
     if text.starts_with("unknown field") {
         Rejection::unreadable(Reason::UnknownField, text)
     } else if e.is_data() {
-        Rejection::unreadable(Reason::InvalidJson, format!("expected an event object: {text}"))
+        Rejection::unreadable(
+            Reason::InvalidJson,
+            format!("expected an event object: {text}"),
+        )
     } else {
         Rejection::unreadable(Reason::InvalidJson, format!("invalid JSON: {text}"))
     }

@@ -84,7 +84,10 @@ pub(super) fn read(
                     at(record),
                     Rejection::unreadable(
                         Reason::RecordTooLarge,
-                        format!("line is longer than {} bytes (MAX_RECORD_BYTES)", limits.max_record_bytes),
+                        format!(
+                            "line is longer than {} bytes (MAX_RECORD_BYTES)",
+                            limits.max_record_bytes
+                        ),
                     ),
                 );
             }

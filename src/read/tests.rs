@@ -28,7 +28,8 @@ impl RecordSink for Collect {
         self.items.push(format!("{}: {name}{source}", at(position)));
     }
     fn invalid(&mut self, position: Position, rejection: Rejection) {
-        self.items.push(format!("{}: {}", at(position), rejection.reason));
+        self.items
+            .push(format!("{}: {}", at(position), rejection.reason));
     }
     fn keep_going(&self) -> bool {
         self.stop_after.is_none_or(|n| self.items.len() < n)
@@ -38,8 +39,16 @@ impl RecordSink for Collect {
 fn read(bytes: &[u8], key: &str) -> Vec<String> {
     let mut sink = Collect::default();
     let enc = Encoding::detect(key, None, None).expect("known format");
-    read_object(bytes, enc, Limits { max_record_bytes: 200, max_object_bytes: 10_000 }, &mut sink)
-        .expect("not interrupted");
+    read_object(
+        bytes,
+        enc,
+        Limits {
+            max_record_bytes: 200,
+            max_object_bytes: 10_000,
+        },
+        &mut sink,
+    )
+    .expect("not interrupted");
     sink.items
 }
 
@@ -57,7 +66,10 @@ fn detects_formats() {
     assert_eq!(d("a/b.jsonl.gz", None, None), enc(Format::Ndjson, true));
     assert_eq!(d("b.json", None, Some("gzip")), enc(Format::Json, true));
     assert_eq!(d("b.csv.gz", None, None), enc(Format::Csv, true));
-    assert_eq!(d("b", Some("text/csv; charset=utf-8"), None), enc(Format::Csv, false));
+    assert_eq!(
+        d("b", Some("text/csv; charset=utf-8"), None),
+        enc(Format::Csv, false)
+    );
     assert_eq!(d("b.txt", None, None), None);
 }
 
@@ -82,7 +94,15 @@ fn ndjson_bounds_lines_and_checks_utf8() {
     let mut text = b"{\"name\":\"a\"}\n".to_vec();
     text.extend(std::iter::repeat_n(b'x', 1000));
     text.extend(b"\n\xff\xfe\n{\"name\":\"b\"}\n");
-    assert_eq!(read(&text, "x.ndjson"), ["1@1: a", "2@2: RECORD_TOO_LARGE", "3@3: INVALID_ENCODING", "4@4: b"]);
+    assert_eq!(
+        read(&text, "x.ndjson"),
+        [
+            "1@1: a",
+            "2@2: RECORD_TOO_LARGE",
+            "3@3: INVALID_ENCODING",
+            "4@4: b"
+        ]
+    );
 }
 
 #[test]
@@ -92,7 +112,11 @@ fn gzip_is_undone_and_its_damage_rejected() {
     assert_eq!(read(&gz, "x.ndjson.gz").len(), 40);
     let truncated = &gz[..gz.len() / 2];
     let items = read(truncated, "x.ndjson.gz");
-    assert_eq!(items.last().unwrap().split(": ").nth(1), Some("CORRUPT_GZIP"), "{items:?}");
+    assert_eq!(
+        items.last().unwrap().split(": ").nth(1),
+        Some("CORRUPT_GZIP"),
+        "{items:?}"
+    );
     // A bomb: the decompressed size is bounded.
     let bomb = gzip(&vec![b' '; 100_000]);
     assert_eq!(read(&bomb, "x.ndjson.gz"), ["-: OBJECT_TOO_LARGE"]);
@@ -100,8 +124,16 @@ fn gzip_is_undone_and_its_damage_rejected() {
 
 #[test]
 fn json_request_object_array_and_single_event() {
-    let request = br#"{"source":"AMAZON_AD_TAG","eventData":[{"name":"a"},{"name":"b"},{"bad":1}]}"#;
-    assert_eq!(read(request, "x.json"), ["1: a [AMAZON_AD_TAG]", "2: b [AMAZON_AD_TAG]", "3: UNKNOWN_FIELD"]);
+    let request =
+        br#"{"source":"AMAZON_AD_TAG","eventData":[{"name":"a"},{"name":"b"},{"bad":1}]}"#;
+    assert_eq!(
+        read(request, "x.json"),
+        [
+            "1: a [AMAZON_AD_TAG]",
+            "2: b [AMAZON_AD_TAG]",
+            "3: UNKNOWN_FIELD"
+        ]
+    );
     let late_source = br#"{"eventData":[{"name":"a"}],"source":"SERVER_TO_SERVER"}"#;
     assert_eq!(read(late_source, "x.json"), ["1: a [SERVER_TO_SERVER]"]);
     let array = br#" [ {"name":"a"}, 5, {"name":"b"} ] "#;
@@ -115,18 +147,32 @@ fn broken_json_rejects_the_rest_and_keeps_what_came_before() {
     let broken = br#"[{"name":"a"},{"name":"b"},{"name":"#;
     assert_eq!(read(broken, "x.json"), ["1: a", "2: b", "3: INVALID_JSON"]);
     assert_eq!(read(b"42", "x.json"), ["1: INVALID_JSON"]);
-    assert_eq!(read(br#"[{"name":"a"}] x"#, "x.json"), ["1: a", "2: INVALID_JSON"]);
+    assert_eq!(
+        read(br#"[{"name":"a"}] x"#, "x.json"),
+        ["1: a", "2: INVALID_JSON"]
+    );
 }
 
 #[test]
 fn csv_maps_columns_in_any_order() {
     let text = b"userIdentifier,conversionType,clientDedupeId\r\nx@y.z,buy,\"a,b\"\r\n\n,\"multi\nline\",\nonly-one\n,last,";
-    assert_eq!(read(text, "x.csv"), ["1@2: buy", "2@4: multi\nline", "3@6: INVALID_CSV", "4@7: last"]);
+    assert_eq!(
+        read(text, "x.csv"),
+        [
+            "1@2: buy",
+            "2@4: multi\nline",
+            "3@6: INVALID_CSV",
+            "4@7: last"
+        ]
+    );
 }
 
 #[test]
 fn csv_with_an_unknown_column_is_rejected_whole() {
-    assert_eq!(read(b"eventTime,email\n1,2\n", "x.csv"), ["-: UNKNOWN_FIELD"]);
+    assert_eq!(
+        read(b"eventTime,email\n1,2\n", "x.csv"),
+        ["-: UNKNOWN_FIELD"]
+    );
     assert_eq!(read(b"name,name\n", "x.csv"), ["-: UNKNOWN_FIELD"]);
     assert!(read(b"", "x.csv").is_empty());
 }
@@ -140,7 +186,10 @@ fn source_errors_interrupt_instead_of_rejecting() {
         }
     }
     let mut sink = Collect::default();
-    let enc = Encoding { format: Format::Ndjson, gzip: false };
+    let enc = Encoding {
+        format: Format::Ndjson,
+        gzip: false,
+    };
     let r = read_object(Failing, enc, Limits::default(), &mut sink);
     assert!(matches!(r, Err(Interrupted::Source(_))), "{r:?}");
     assert!(sink.items.is_empty());
@@ -149,8 +198,14 @@ fn source_errors_interrupt_instead_of_rejecting() {
 #[test]
 fn readers_stop_when_asked() {
     let text = b"{\"name\":\"a\"}\n".repeat(10);
-    let mut sink = Collect { stop_after: Some(3), ..Default::default() };
-    let enc = Encoding { format: Format::Ndjson, gzip: false };
+    let mut sink = Collect {
+        stop_after: Some(3),
+        ..Default::default()
+    };
+    let enc = Encoding {
+        format: Format::Ndjson,
+        gzip: false,
+    };
     let r = read_object(&text[..], enc, Limits::default(), &mut sink);
     assert!(matches!(r, Err(Interrupted::Stopped)));
     assert_eq!(sink.items.len(), 3);

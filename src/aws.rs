@@ -1,0 +1,156 @@
+//! The AWS implementations of the store traits: S3, SQS and Secrets Manager through the SDK,
+//! configured from `aws-config` defaults (so `AWS_REGION` and `AWS_ENDPOINT_URL` work as usual).
+
+use std::path::Path;
+
+use aws_sdk_s3::operation::get_object::GetObjectError;
+use aws_sdk_s3::primitives::ByteStream;
+use aws_sdk_secretsmanager::operation::get_secret_value::GetSecretValueError;
+use tokio_util::io::SyncIoBridge;
+
+use crate::store::{
+    BoxFuture, MessageQueue, Object, ObjectStore, OpenError, SecretError, SecretStore, StoreError,
+};
+
+/// The SDK clients, built once at cold start.
+#[derive(Clone, Debug)]
+pub struct Aws {
+    s3: aws_sdk_s3::Client,
+    sqs: aws_sdk_sqs::Client,
+    secrets: aws_sdk_secretsmanager::Client,
+}
+
+impl Aws {
+    /// Clients from the default configuration chain. No network at this point.
+    pub async fn from_env() -> Self {
+        let shared = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
+        // An emulator (moto, LocalStack) behind AWS_ENDPOINT_URL serves buckets by path.
+        let s3 = aws_sdk_s3::config::Builder::from(&shared)
+            .force_path_style(shared.endpoint_url().is_some())
+            .build();
+        Self {
+            s3: aws_sdk_s3::Client::from_conf(s3),
+            sqs: aws_sdk_sqs::Client::new(&shared),
+            secrets: aws_sdk_secretsmanager::Client::new(&shared),
+        }
+    }
+}
+
+fn describe(e: &impl std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        text.push_str(": ");
+        text.push_str(&s.to_string());
+        source = s.source();
+    }
+    text
+}
+
+impl ObjectStore for Aws {
+    fn open<'a>(
+        &'a self,
+        bucket: &'a str,
+        key: &'a str,
+    ) -> BoxFuture<'a, Result<Object, OpenError>> {
+        Box::pin(async move {
+            let out = self
+                .s3
+                .get_object()
+                .bucket(bucket)
+                .key(key)
+                .send()
+                .await
+                .map_err(|e| {
+                    let status = e.raw_response().map(|r| r.status().as_u16());
+                    match e.as_service_error() {
+                        Some(GetObjectError::NoSuchKey(_)) => OpenError::NotFound,
+                        _ if status == Some(404) => OpenError::NotFound,
+                        _ if status == Some(403) => OpenError::Denied(describe(&e)),
+                        _ => OpenError::Failed(describe(&e)),
+                    }
+                })?;
+            let revision = out
+                .version_id()
+                .or(out.e_tag())
+                .map(|s| s.trim_matches('"').to_owned());
+            Ok(Object {
+                content_type: out.content_type().map(str::to_owned),
+                content_encoding: out.content_encoding().map(str::to_owned),
+                revision,
+                reader: Box::new(SyncIoBridge::new(Box::pin(out.body.into_async_read()))),
+            })
+        })
+    }
+
+    fn put_file<'a>(
+        &'a self,
+        bucket: &'a str,
+        key: &'a str,
+        path: &'a Path,
+    ) -> BoxFuture<'a, Result<(), StoreError>> {
+        Box::pin(async move {
+            let body = ByteStream::from_path(path)
+                .await
+                .map_err(|e| StoreError(describe(&e)))?;
+            self.s3
+                .put_object()
+                .bucket(bucket)
+                .key(key)
+                .content_type("application/x-ndjson")
+                .body(body)
+                .send()
+                .await
+                .map(drop)
+                .map_err(|e| StoreError(describe(&e)))
+        })
+    }
+}
+
+impl MessageQueue for Aws {
+    fn send<'a>(
+        &'a self,
+        queue_url: &'a str,
+        body: String,
+    ) -> BoxFuture<'a, Result<(), StoreError>> {
+        Box::pin(async move {
+            self.sqs
+                .send_message()
+                .queue_url(queue_url)
+                .message_body(body)
+                .send()
+                .await
+                .map(drop)
+                .map_err(|e| StoreError(describe(&e)))
+        })
+    }
+}
+
+impl SecretStore for Aws {
+    fn get<'a>(&'a self, secret_id: &'a str) -> BoxFuture<'a, Result<String, SecretError>> {
+        Box::pin(async move {
+            let out = self
+                .secrets
+                .get_secret_value()
+                .secret_id(secret_id)
+                .send()
+                .await
+                .map_err(|e| {
+                    let status = e.raw_response().map(|r| r.status().as_u16());
+                    match e.as_service_error() {
+                        Some(GetSecretValueError::ResourceNotFoundException(_)) => {
+                            SecretError::NotFound
+                        }
+                        _ if status == Some(403) => SecretError::Denied(describe(&e)),
+                        _ if status == Some(400) && describe(&e).contains("AccessDenied") => {
+                            SecretError::Denied(describe(&e))
+                        }
+                        _ => SecretError::Failed(describe(&e)),
+                    }
+                })?;
+            out.secret_string()
+                .map(str::to_owned)
+                .ok_or(SecretError::NotString)
+        })
+    }
+}

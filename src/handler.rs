@@ -1,0 +1,164 @@
+//! The Lambda entry point: payload → work → pipeline → response, plus the one summary log line
+//! and its CloudWatch Embedded Metric Format twin.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use lambda_runtime::LambdaEvent;
+use serde_json::{json, Value};
+use time::OffsetDateTime;
+
+use crate::aws::Aws;
+use crate::config::Config;
+use crate::dsp::Dsp;
+use crate::outcome::response::SqsResponse;
+use crate::pipeline::{Invocation, Pipeline, Report};
+use crate::store::{MessageQueue, ObjectStore, SecretStore};
+use crate::trigger::{self, Mode};
+
+/// Time kept back from the deadline to store rejects, queue leftovers and answer.
+const RESERVE: Duration = Duration::from_secs(5);
+
+/// The function.
+pub struct Handler {
+    pipeline: Pipeline,
+}
+
+impl Handler {
+    /// The function over AWS.
+    pub fn new(config: Config, aws: Arc<Aws>) -> Result<Self, reqwest::Error> {
+        Self::with_stores(config, aws.clone(), aws.clone(), aws)
+    }
+
+    /// The function over any stores.
+    pub fn with_stores(
+        config: Config,
+        objects: Arc<dyn ObjectStore>,
+        queue: Arc<dyn MessageQueue>,
+        secrets: Arc<dyn SecretStore>,
+    ) -> Result<Self, reqwest::Error> {
+        let dsp = Arc::new(Dsp::new(&config, secrets)?);
+        Ok(Self {
+            pipeline: Pipeline {
+                config: Arc::new(config),
+                objects,
+                queue,
+                dsp,
+            },
+        })
+    }
+
+    /// Handles one invocation.
+    pub async fn handle(&self, event: LambdaEvent<Value>) -> Result<Value, lambda_runtime::Error> {
+        let request_id = event.context.request_id.clone();
+        let invocation = Invocation {
+            request_id: request_id.clone(),
+            started: OffsetDateTime::now_utc(),
+            cutoff: cutoff(event.context.deadline),
+        };
+        let work = trigger::parse(event.payload).map_err(|e| {
+            tracing::error!(error = %e, "invocation failed");
+            e
+        })?;
+        let mode = work.mode;
+        let report = self.pipeline.run(work, invocation, None).await;
+        log_summary(&report, &request_id);
+        match mode {
+            Mode::Sqs => Ok(serde_json::to_value(SqsResponse::new(
+                report.failed_messages,
+            ))?),
+            Mode::Objects => match report.failure {
+                Some(cause) => Err(format!("import failed and will be retried: {cause}").into()),
+                None => Ok(counts(&report)),
+            },
+        }
+    }
+}
+
+/// The instant after which no new attempt starts: the deadline less a reserve of a quarter of
+/// the time, at most [`RESERVE`].
+fn cutoff(deadline_ms: u64) -> Instant {
+    let now_ms = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64);
+    let left = Duration::from_millis(deadline_ms.saturating_sub(now_ms));
+    Instant::now() + left - (left / 4).min(RESERVE)
+}
+
+/// The response to S3 and EventBridge triggers.
+pub fn counts(report: &Report) -> Value {
+    let t = &report.totals;
+    json!({
+        "received": t.received,
+        "accepted": t.accepted,
+        "rejected": t.rejected,
+        "redelivered": t.redelivered,
+        "requests": report.requests,
+        "dryRun": report.dry_run,
+    })
+}
+
+/// Logs the summary line and prints the same figures as EMF.
+pub fn log_summary(report: &Report, request_id: &str) {
+    let t = &report.totals;
+    let reasons: Vec<String> = report
+        .reasons
+        .iter()
+        .map(|(code, s)| format!("{code}={}", s.count))
+        .collect();
+    if let Some(cause) = &report.failure {
+        tracing::error!(cause = %cause, "invocation failed as a whole; every message will be redelivered");
+    }
+    tracing::info!(
+        received = t.received,
+        accepted = t.accepted,
+        rejected = t.rejected,
+        redelivered = t.redelivered,
+        valid_unsent = t.valid_unsent,
+        requests = report.requests,
+        throttled = report.throttled,
+        dry_run = report.dry_run,
+        failed_messages = report.failed_messages.len(),
+        rejected_by_reason = %reasons.join(","),
+        rejects_object = report.rejects_object.as_deref().unwrap_or(""),
+        "summary"
+    );
+    println!("{}", emf(report, request_id));
+}
+
+/// The CloudWatch Embedded Metric Format record of a report.
+pub fn emf(report: &Report, request_id: &str) -> Value {
+    let t = &report.totals;
+    let function =
+        std::env::var("AWS_LAMBDA_FUNCTION_NAME").unwrap_or_else(|_| "dsp-conversions".into());
+    let timestamp = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64);
+    let names = [
+        "Received",
+        "Accepted",
+        "Rejected",
+        "Redelivered",
+        "Requests",
+        "Throttled",
+    ];
+    json!({
+        "_aws": {
+            "Timestamp": timestamp,
+            "CloudWatchMetrics": [{
+                "Namespace": "DspConversions",
+                "Dimensions": [["FunctionName"]],
+                "Metrics": names.iter().map(|n| json!({"Name": n, "Unit": "Count"})).collect::<Vec<_>>(),
+            }],
+        },
+        "FunctionName": function,
+        "RequestId": request_id,
+        "DryRun": report.dry_run,
+        "Received": t.received,
+        "Accepted": t.accepted,
+        "Rejected": t.rejected,
+        "Redelivered": t.redelivered,
+        "Requests": report.requests,
+        "Throttled": report.throttled,
+    })
+}

@@ -1,0 +1,359 @@
+#!/usr/bin/env python3
+"""Self-test for the test tooling (fake_dsp.py and lambda_emulator.py). Not product code.
+
+    python3 tools/test_tools.py        (stdlib unittest; a few seconds)
+"""
+
+from __future__ import annotations
+
+import hashlib
+import http.client
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import unittest
+import urllib.parse
+from datetime import datetime, timedelta, timezone
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+MEDIA = "application/vnd.dspconversioneventimport.v1+json"
+ADV = "demo-advertiser"
+EVENT_PATH = f"/accounts/{ADV}/dsp/conversionDefinitions/eventData"
+
+
+def start(args: list[str]) -> tuple[subprocess.Popen, int]:
+    """Start a tool, wait for its LISTENING line, then keep draining its stdout."""
+    proc = subprocess.Popen([sys.executable, *args], stdout=subprocess.PIPE,
+                            stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL)
+    line = proc.stdout.readline().decode()
+    if not line.startswith("LISTENING "):
+        proc.kill()
+        raise RuntimeError(f"unexpected first line {line!r}")
+    # The emulator's function inherits this pipe; drain it so the child never blocks.
+    threading.Thread(target=proc.stdout.read, daemon=True).start()
+    return proc, int(line.split()[1])
+
+
+def stop(proc: subprocess.Popen):
+    proc.terminate()
+    try:
+        proc.wait(5)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
+def sha(s: str) -> str:
+    return hashlib.sha256(s.encode()).hexdigest()
+
+
+def now_iso(delta: timedelta = timedelta()) -> str:
+    return (datetime.now(timezone.utc) + delta).replace(microsecond=0).isoformat()
+
+
+def event(name="purchase", **extra) -> dict:
+    ev = {"conversionDefinitionId": "def-1", "name": name, "timestamp": now_iso(),
+          "countryCode": "US", "matchKeys": [{"type": "EMAIL", "values": [sha("a@example.com")]}]}
+    ev.update(extra)
+    return ev
+
+
+class Client:
+    """One keep-alive connection; returns (status, headers, parsed JSON body or None)."""
+
+    def __init__(self, port):
+        self.conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+
+    def request(self, method, path, body=None, headers=None):
+        if isinstance(body, (dict, list)):
+            body = json.dumps(body)
+        self.conn.request(method, path, body=body, headers=headers or {})
+        resp = self.conn.getresponse()
+        raw = resp.read()
+        assert resp.getheader("Content-Length") is not None, "missing Content-Length"
+        return resp.status, resp, (json.loads(raw) if raw else None)
+
+    def close(self):
+        self.conn.close()
+
+
+class FakeDspTest(unittest.TestCase):
+    @classmethod
+    def setUpClass(cls):
+        cls.proc, cls.port = start([os.path.join(HERE, "fake_dsp.py"), "--port", "0", "--quiet"])
+
+    @classmethod
+    def tearDownClass(cls):
+        stop(cls.proc)
+
+    def setUp(self):
+        self.c = Client(self.port)
+        self.assertEqual(self.c.request("POST", "/_control/reset")[0], 200)
+
+    def tearDown(self):
+        self.c.close()
+
+    def control(self, method, path, body=None):
+        status, _, doc = self.c.request(method, path, body)
+        self.assertEqual(status, 200, doc)
+        return doc
+
+    def token(self, **over) -> tuple[int, dict]:
+        form = {"grant_type": "refresh_token", "refresh_token": "demo-refresh-token",
+                "client_id": "demo-client-id", "client_secret": "demo-client-secret", **over}
+        status, _, doc = self.c.request("POST", "/auth/o2/token", urllib.parse.urlencode(form),
+                                        {"Content-Type": "application/x-www-form-urlencoded"})
+        return status, doc
+
+    def headers(self, token=None, **over):
+        h = {"Content-Type": MEDIA, "Accept": MEDIA, "Amazon-Advertising-API-ClientId": "demo-client-id",
+             "Amazon-Ads-AccountId": ADV}
+        if token is None:
+            token = self.token()[1]["access_token"]
+        if token:
+            h["Authorization"] = f"Bearer {token}"
+        h.update(over)
+        return h
+
+    def post(self, events, headers=None, source="SERVER_TO_SERVER", client=None):
+        return (client or self.c).request("POST", EVENT_PATH, {"source": source, "eventData": events},
+                                          headers or self.headers())
+
+    def test_token_and_valid_batch(self):
+        status, tok = self.token()
+        self.assertEqual(status, 200)
+        self.assertTrue(tok["access_token"].startswith("Atza|"))
+        self.assertEqual((tok["expires_in"], tok["token_type"]), (3600, "bearer"))
+        status, resp, doc = self.post([event(clientDedupeId="a", value=12.5, currencyCode="USD"),
+                                       event(clientDedupeId="b", unitsSold=2)])
+        self.assertEqual(status, 207, doc)
+        self.assertEqual(resp.getheader("Content-Type"), MEDIA)
+        self.assertEqual([s["index"] for s in doc["success"]], [1, 2])
+        self.assertEqual(doc["error"], [])
+        state = self.control("GET", "/_control/state")
+        self.assertEqual(state["accepted_count"], 2)
+        self.assertEqual(state["accepted"][0]["value"], 12.5)
+        self.assertEqual(state["accepted"][0]["advertiserId"], ADV)
+        self.assertEqual(state["requests"][-1]["status"], 207)
+        self.assertEqual(state["requests"][-1]["dedupe_ids"], ["a", "b"])
+        self.assertEqual(state["token_requests"], 2)   # one explicit + one in headers()
+
+    def test_token_errors(self):
+        self.assertEqual(self.token(grant_type="password")[1]["error"], "unsupported_grant_type")
+        status, doc = self.token(client_secret="nope")
+        self.assertEqual((status, doc["error"]), (401, "invalid_client"))
+        status, doc = self.token(refresh_token="nope")
+        self.assertEqual((status, doc["error"]), (400, "invalid_grant"))
+        self.assertEqual(self.control("GET", "/_control/state")["token_failures"], 3)
+
+    def test_auth_failures(self):
+        status, _, doc = self.post([event()], self.headers(token=""))
+        self.assertEqual((status, doc["code"]), (401, "UNAUTHORIZED"))
+        self.assertEqual(self.post([event()], self.headers(token="Atza|forged"))[0], 401)
+        h = self.headers()
+        self.control("POST", "/_control/expire_tokens")
+        self.assertEqual(self.post([event()], h)[0], 401)
+        self.assertEqual(self.post([event()], self.headers(**{"Amazon-Ads-AccountId": "other"}))[0], 403)
+        self.assertEqual(self.post([event()], self.headers(**{"Amazon-Advertising-API-ClientId": "x"}))[0], 403)
+        self.control("POST", "/_control/rotate", {"client_secret": "new-secret"})
+        self.assertEqual(self.token()[0], 401)
+        self.assertEqual(self.token(client_secret="new-secret")[0], 200)
+
+    def test_media_types(self):
+        self.assertEqual(self.post([event()], self.headers(**{"Content-Type": "application/json"}))[0], 415)
+        self.assertEqual(self.post([event()], self.headers(Accept="application/json"))[0], 406)
+
+    def test_429_fault_with_retry_after(self):
+        self.control("POST", "/_control/faults", {"status": 429, "retry_after": 1})
+        h = self.headers()
+        status, resp, doc = self.post([event()], h)
+        self.assertEqual(status, 429)
+        self.assertEqual(resp.getheader("Retry-After"), "1")
+        self.assertEqual(self.post([event()], h)[0], 207)   # one-shot
+        self.assertEqual(self.control("GET", "/_control/state")["requests"][0]["fault"], "status:429")
+
+    def test_reject_hook_index_from_one(self):
+        status, _, doc = self.post([event(), event("__reject__"), event()])
+        self.assertEqual(status, 207)
+        self.assertEqual([s["index"] for s in doc["success"]], [1, 3])
+        (err,) = doc["error"]
+        self.assertEqual((err["index"], err["code"]), (2, "INVALID_ARGUMENT"))
+        self.assertEqual(err["errors"][0]["fieldName"], "name")
+
+    def test_bad_request_hook(self):
+        status, _, doc = self.post([event(), event("__bad_request__")])
+        self.assertEqual((status, doc["code"]), (400, "BAD_REQUEST"))
+        self.assertIn("index 2", doc["message"])
+        self.assertEqual(self.post([], )[0], 400)                      # 0 events
+        self.assertEqual(self.post([event()] * 101)[0], 400)           # > 100 events
+        self.assertEqual(self.post([event()], source="WEB")[0], 400)
+
+    def test_validation(self):
+        bad = [
+            event(timestamp=now_iso(-timedelta(days=8))),
+            event(timestamp=now_iso(timedelta(minutes=10))),
+            event(timestamp=datetime.now().replace(microsecond=0).isoformat()),   # no offset
+            event(matchKeys=[{"type": "EMAIL", "values": ["a@example.com"]}]),    # not hashed
+            event(value=1.234),
+            event(countryCode="usa"),
+            event(currencyCode="XXX"),
+            event(extra=1),
+            {"name": "x"},
+        ]
+        good = [event(timestamp=now_iso(-timedelta(days=6)).replace("+00:00", "Z"), value=10.10),
+                event(matchKeys=[{"type": "MAID", "values": ["6d92078a-8246-4ba4-ae5b-76104861e7dc"]}])]
+        status, _, doc = self.post(bad + good)
+        self.assertEqual(status, 207, doc)
+        self.assertEqual([e["index"] for e in doc["error"]], list(range(1, len(bad) + 1)))
+        self.assertEqual([s["index"] for s in doc["success"]], [len(bad) + 1, len(bad) + 2])
+        self.assertEqual(doc["error"][3]["errors"][0]["fieldName"], "matchKeys[0].values[0]")
+        self.assertNotIn("a@example.com", json.dumps(doc))
+
+    def test_dedupe(self):
+        h = self.headers()
+        self.assertEqual(len(self.post([event(clientDedupeId="d1")], h)[2]["success"]), 1)
+        status, _, doc = self.post([event(clientDedupeId="d1"), event(clientDedupeId="d2")], h)
+        self.assertEqual([s["index"] for s in doc["success"]], [1, 2])
+        state = self.control("GET", "/_control/state")
+        self.assertEqual((state["accepted_count"], state["duplicates"]), (2, 1))
+
+    def test_event_error_and_omit_faults(self):
+        self.control("POST", "/_control/faults", [{"event_errors": {"2": "INTERNAL_ERROR"}}, {"omit": [1]}])
+        h = self.headers()
+        doc = self.post([event(), event()], h)[2]
+        self.assertEqual(([s["index"] for s in doc["success"]], doc["error"][0]["code"]), ([1], "INTERNAL_ERROR"))
+        doc = self.post([event(), event()], h)[2]
+        self.assertEqual(([s["index"] for s in doc["success"]], doc["error"]), ([2], []))
+        self.assertEqual(self.c.request("POST", "/_control/faults", {"status": 200})[0], 400)
+
+    def test_drop_closes_connection(self):
+        self.control("POST", "/_control/faults", {"drop": True})
+        h = self.headers()
+        other = Client(self.port)
+        with self.assertRaises((http.client.RemoteDisconnected, ConnectionError)):
+            self.post([event()], h, client=other)
+        other.close()
+        self.assertEqual(self.control("GET", "/_control/state")["requests"][0]["status"], 0)
+
+    def test_keep_alive_across_errors(self):
+        h = self.headers()
+        self.post([event()], self.headers(**{"Content-Type": "text/plain"}))
+        sock = self.c.conn.sock
+        self.assertEqual(self.post([event()], h)[0], 207)
+        self.assertEqual(self.post([event()], self.headers(token=""))[0], 401)
+        self.assertIs(self.c.conn.sock, sock)
+
+    def test_concurrency_and_random(self):
+        self.control("POST", "/_control/config", {"latency_ms": 300})
+        h = self.headers()
+        results = []
+
+        def one():
+            c = Client(self.port)
+            results.append(self.post([event()], h, client=c)[0])
+            c.close()
+
+        threads = [threading.Thread(target=one) for _ in range(3)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        self.assertEqual(results, [207] * 3)
+        self.assertGreaterEqual(self.control("GET", "/_control/state")["max_concurrent"], 2)
+        self.control("POST", "/_control/config", {"latency_ms": 0})
+        self.control("POST", "/_control/faults", {"random": {"seed": 1, "p500": 1.0}})
+        self.assertEqual(self.post([event()], h)[0], 500)
+        self.assertEqual(self.token()[0], 200)   # random faults default to the dsp target
+        self.control("DELETE", "/_control/faults")
+        self.assertEqual(self.post([event()], h)[0], 207)
+
+
+FUNCTION = r'''
+import json, os, urllib.request
+opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+base = "http://" + os.environ["AWS_LAMBDA_RUNTIME_API"] + "/2018-06-01/runtime/invocation/"
+while True:
+    with opener.open(base + "next") as r:
+        rid = r.headers["Lambda-Runtime-Aws-Request-Id"]
+        assert int(r.headers["Lambda-Runtime-Deadline-Ms"]) > 0
+        payload = r.read()
+    event = json.loads(payload)
+    if event == {"exit": True}:
+        os._exit(3)
+    if event == {"fail": True}:
+        url, body = base + rid + "/error", json.dumps({"errorType": "TestError", "errorMessage": "asked to fail"}).encode()
+    elif isinstance(event, dict) and "env" in event:
+        url, body = base + rid + "/response", json.dumps({"value": os.environ.get(event["env"])}).encode()
+    else:
+        url, body = base + rid + "/response", payload
+    opener.open(urllib.request.Request(url, data=body, method="POST")).read()
+'''
+
+
+class EmulatorTest(unittest.TestCase):
+    @classmethod
+    def setUpClass(cls):
+        cls.tmp = tempfile.TemporaryDirectory()
+        script = os.path.join(cls.tmp.name, "function.py")
+        with open(script, "w") as f:
+            f.write(FUNCTION)
+        cls.proc, cls.port = start([os.path.join(HERE, "lambda_emulator.py"), "--port", "0", "--quiet",
+                                    "--timeout", "5", "--", sys.executable, script])
+
+    @classmethod
+    def tearDownClass(cls):
+        stop(cls.proc)
+        cls.tmp.cleanup()
+
+    def invoke(self, payload: bytes):
+        c = Client(self.port)
+        try:
+            c.conn.request("POST", "/2015-03-31/functions/dsp-conversions/invocations", body=payload)
+            resp = c.conn.getresponse()
+            return resp.status, resp.getheader("X-Amz-Function-Error"), resp.read()
+        finally:
+            c.close()
+
+    def stats(self):
+        c = Client(self.port)
+        try:
+            return c.request("GET", "/_emulator/stats")[2]
+        finally:
+            c.close()
+
+    def test_invocations(self):
+        before = self.stats()
+        body = b'{"hello": "world",  "n": [1, 2]}'
+        self.assertEqual(self.invoke(body), (200, None, body))   # byte-exact echo
+        status, err, out = self.invoke(b'{"fail": true}')
+        self.assertEqual((status, err, json.loads(out)["errorType"]), (200, "Unhandled", "TestError"))
+        status, _, out = self.invoke(b'{"env": "AWS_LAMBDA_FUNCTION_NAME"}')
+        self.assertEqual(json.loads(out), {"value": "dsp-conversions"})
+        status, _, out = self.invoke(b'{"exit": true}')
+        self.assertEqual((status, json.loads(out)["errorType"]), (502, "Runtime.ExitError"))
+        self.assertEqual(self.invoke(b'{"again": 1}')[0], 200)     # respawned
+        stats = self.stats()
+        self.assertEqual((stats["spawned"] - before["spawned"], stats["invocations"] - before["invocations"],
+                          stats["alive"]), (1, 5, True))
+        self.assertEqual(len(stats["cold_start_ms"]), stats["spawned"])
+        c = Client(self.port)
+        self.assertEqual(c.request("POST", "/2018-06-01/runtime/invocation/nope/response", b"{}")[0], 400)
+        c.close()
+
+    def test_concurrent_invocations_queue(self):
+        out = []
+        threads = [threading.Thread(target=lambda i=i: out.append(self.invoke(b'{"i": %d}' % i)))
+                   for i in range(4)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        self.assertEqual(sorted(o[2] for o in out), [b'{"i": %d}' % i for i in range(4)])
+
+
+if __name__ == "__main__":
+    unittest.main(verbosity=2)
