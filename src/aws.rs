@@ -23,15 +23,19 @@ pub struct Aws {
 impl Aws {
     /// Clients from the default configuration chain. No network at this point.
     pub async fn from_env() -> Self {
-        let shared = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
+        Self::from_config(&aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await)
+    }
+
+    /// Clients from an explicit shared configuration.
+    pub fn from_config(shared: &aws_config::SdkConfig) -> Self {
         // An emulator (moto, LocalStack) behind AWS_ENDPOINT_URL serves buckets by path.
-        let s3 = aws_sdk_s3::config::Builder::from(&shared)
+        let s3 = aws_sdk_s3::config::Builder::from(shared)
             .force_path_style(shared.endpoint_url().is_some())
             .build();
         Self {
             s3: aws_sdk_s3::Client::from_conf(s3),
-            sqs: aws_sdk_sqs::Client::new(&shared),
-            secrets: aws_sdk_secretsmanager::Client::new(&shared),
+            sqs: aws_sdk_sqs::Client::new(shared),
+            secrets: aws_sdk_secretsmanager::Client::new(shared),
         }
     }
 }

@@ -140,7 +140,7 @@ Control API (JSON in, JSON out; not faulted, not delayed, not recorded in "reque
       "requests": [{"path", "status", "source", "events", "t", "fault", "advertiserId",
                     "succeeded", "failed", "dedupe_ids"}],
       "token_requests": n, "token_failures": n, "max_concurrent": n, "in_flight": n,
-      "faults_pending": n}
+      "faults_pending": n, "issued_tokens": [every access token issued, for leak tests]}
       "requests" lists DSP endpoint calls only (token calls are only counted), in
       completion order; status is 0 for a dropped connection; source/events come from the
       body as far as it parsed (null / 0 otherwise); fault is null or a label such as
@@ -472,6 +472,7 @@ class State:
         with self.lock:
             self.config = copy.deepcopy(self.startup_config)
             self.tokens: dict[str, float] = {}       # access token -> expiry (epoch seconds)
+            self.issued: list[str] = []              # every token ever issued, for leak tests
             self.accepted: list[dict] = []
             self.accepted_keys: set[tuple] = set()
             self.duplicates = 0
@@ -562,6 +563,7 @@ class State:
                 "max_concurrent": self.max_concurrent,
                 "in_flight": self.in_flight,
                 "faults_pending": sum(f["count"] for f in self.faults),
+                "issued_tokens": list(self.issued),
             }
 
 
@@ -708,6 +710,7 @@ class Handler(BaseHTTPRequestHandler):
                 token = "Atza|" + secrets.token_hex(16)
                 ttl = cfg["token_ttl"]
                 st.tokens[token] = time.time() + ttl
+                st.issued.append(token)
         if bad:
             return fail(*bad)
         self._send(200, {"access_token": token, "expires_in": int(ttl) if float(ttl).is_integer() else ttl,
