@@ -72,8 +72,15 @@ struct Probe {
     #[serde(rename = "detail-type")]
     detail_type: Option<String>,
     source: Option<String>,
+}
+
+/// What tells an S3 notification inside an SQS body from events.
+#[derive(Deserialize)]
+struct BodyProbe {
+    #[serde(rename = "Records")]
+    records: Option<serde::de::IgnoredAny>,
     #[serde(rename = "Event")]
-    event: Option<String>,
+    event: Option<serde_json::Value>,
 }
 
 #[derive(Deserialize)]
@@ -191,8 +198,8 @@ fn message_units(id: &str, body: String, units: &mut Vec<WorkUnit>) {
     }
     // Only a body that may be an S3 notification is parsed twice.
     if body.contains("\"Records\"") || body.contains("s3:TestEvent") {
-        if let Ok(probe) = serde_json::from_str::<Probe>(&body) {
-            if probe.event.as_deref() == Some("s3:TestEvent") {
+        if let Ok(probe) = serde_json::from_str::<BodyProbe>(&body) {
+            if probe.event.as_ref().and_then(|e| e.as_str()) == Some("s3:TestEvent") {
                 units.push(own(Input::Acknowledge));
                 return;
             }

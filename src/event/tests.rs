@@ -274,12 +274,14 @@ fn request_source_applies_unless_the_event_names_one() {
 
 #[test]
 fn csv_text_cells_are_read_like_json() {
-    let mut raw = RawEvent::default();
-    raw.event_time = Some(Field::Text("2026-11-28T11:00:00Z"));
-    raw.conversion_type = Some(Field::Text("purchase"));
-    raw.conversion_value = Some(Field::Text("0.125"));
-    raw.user_identifier = Some(Field::Text("+1 206 555 0100"));
-    raw.country_code = Some(Field::Text("GB"));
+    let raw = RawEvent {
+        event_time: Some(Field::Text("2026-11-28T11:00:00Z")),
+        conversion_type: Some(Field::Text("purchase")),
+        conversion_value: Some(Field::Text("0.125")),
+        user_identifier: Some(Field::Text("+1 206 555 0100")),
+        country_code: Some(Field::Text("GB")),
+        ..Default::default()
+    };
     let v = validate(&raw, None, &rules(), &origin()).unwrap();
     assert_eq!(v.event.value.map(Amount::cents), Some(13));
     assert_eq!(v.event.match_keys[0].kind, MatchKeyType::Phone);

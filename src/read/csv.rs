@@ -156,16 +156,13 @@ impl LineIndex {
             self.newlines_passed += u64::from(newline);
             self.breaks.pop_front();
         }
-        let mut newlines = self.newlines_passed;
-        let mut next = offset;
-        for &(at, newline) in &self.breaks {
-            if at != next {
-                break;
-            }
-            next += 1;
-            newlines += u64::from(newline);
-        }
-        newlines + 1
+        // The breaks the csv reader skipped are the run of consecutive offsets from `offset`.
+        let skipped = (offset..)
+            .zip(&self.breaks)
+            .take_while(|(expected, (at, _))| at == expected)
+            .filter(|(_, (_, newline))| *newline)
+            .count() as u64;
+        self.newlines_passed + skipped + 1
     }
 }
 
