@@ -37,11 +37,17 @@ fn gzip(bytes: &[u8]) -> Vec<u8> {
 }
 
 fn events(n: usize, tag: &str) -> Vec<Value> {
-    (0..n).map(|i| simple_event(&format!("user{i}@example.com"), &format!("{tag}-{i}"))).collect()
+    (0..n)
+        .map(|i| simple_event(&format!("user{i}@example.com"), &format!("{tag}-{i}")))
+        .collect()
 }
 
 fn ndjson(events: &[Value]) -> Vec<u8> {
-    events.iter().map(|e| format!("{e}\n")).collect::<String>().into_bytes()
+    events
+        .iter()
+        .map(|e| format!("{e}\n"))
+        .collect::<String>()
+        .into_bytes()
 }
 
 fn csv(events: &[Value]) -> Vec<u8> {
@@ -72,7 +78,12 @@ async fn run(moto: &Moto, payload: Value) -> (Report, Vec<Value>) {
     .unwrap();
     let aws = Arc::new(Aws::from_config(&moto.sdk_config().await));
     let dsp = Arc::new(Dsp::new(&config, aws.clone()).unwrap());
-    let pipeline = Pipeline { config: Arc::new(config), objects: aws.clone(), queue: aws, dsp };
+    let pipeline = Pipeline {
+        config: Arc::new(config),
+        objects: aws.clone(),
+        queue: aws,
+        dsp,
+    };
     let work = trigger::parse(payload).expect("payload");
     let invocation = Invocation {
         request_id: "test".into(),
@@ -80,16 +91,27 @@ async fn run(moto: &Moto, payload: Value) -> (Report, Vec<Value>) {
         cutoff: Instant::now() + Duration::from_secs(60),
     };
     let out = Shared::default();
-    let report = pipeline.run(work, invocation, Some(Box::new(out.clone()))).await;
+    let report = pipeline
+        .run(work, invocation, Some(Box::new(out.clone())))
+        .await;
     let bodies = String::from_utf8(out.0.lock().unwrap().clone()).unwrap();
-    let bodies = bodies.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let bodies = bodies
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
     (report, bodies)
 }
 
 fn dedupe_ids(bodies: &[Value]) -> Vec<String> {
     let mut ids: Vec<String> = bodies
         .iter()
-        .flat_map(|b| b["eventData"].as_array().unwrap().iter().map(|e| e["clientDedupeId"].as_str().unwrap().to_owned()))
+        .flat_map(|b| {
+            b["eventData"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|e| e["clientDedupeId"].as_str().unwrap().to_owned())
+        })
         .collect();
     ids.sort();
     ids
@@ -104,13 +126,18 @@ async fn every_format_from_s3() {
     let mut objects = Vec::new();
     let mut put = |key: &'static str, tag: &str, encode: fn(&[Value]) -> Vec<u8>| {
         let evs = events(7, tag);
-        expected.extend(evs.iter().map(|e| e["clientDedupeId"].as_str().unwrap().to_owned()));
+        expected.extend(
+            evs.iter()
+                .map(|e| e["clientDedupeId"].as_str().unwrap().to_owned()),
+        );
         objects.push((key, encode(&evs)));
     };
     put("in/a.ndjson", "ndjson", ndjson);
     put("in/b.jsonl.gz", "jsonlgz", |e| gzip(&ndjson(e)));
     put("in/c.json", "array", |e| serde_json::to_vec(e).unwrap());
-    put("in/d.json", "request", |e| serde_json::to_vec(&json!({"source": "AMAZON_AD_TAG", "eventData": e})).unwrap());
+    put("in/d.json", "request", |e| {
+        serde_json::to_vec(&json!({"source": "AMAZON_AD_TAG", "eventData": e})).unwrap()
+    });
     put("in/e.csv", "csv", csv);
     put("in/f.csv.gz", "csvgz", |e| gzip(&csv(e)));
     put("in/g h é.ndjson.gz", "unicode", |e| gzip(&ndjson(e)));
@@ -119,7 +146,10 @@ async fn every_format_from_s3() {
     }
     // Compressed without a .gz suffix: Content-Encoding tells.
     let evs = events(7, "encoded");
-    expected.extend(evs.iter().map(|e| e["clientDedupeId"].as_str().unwrap().to_owned()));
+    expected.extend(
+        evs.iter()
+            .map(|e| e["clientDedupeId"].as_str().unwrap().to_owned()),
+    );
     clients
         .s3
         .put_object()
@@ -132,7 +162,16 @@ async fn every_format_from_s3() {
         .unwrap();
     expected.sort();
 
-    let keys = ["in/a.ndjson", "in/b.jsonl.gz", "in/c.json", "in/d.json", "in/e.csv", "in/f.csv.gz", "in/g+h+%C3%A9.ndjson.gz", "in/i.json"];
+    let keys = [
+        "in/a.ndjson",
+        "in/b.jsonl.gz",
+        "in/c.json",
+        "in/d.json",
+        "in/e.csv",
+        "in/f.csv.gz",
+        "in/g+h+%C3%A9.ndjson.gz",
+        "in/i.json",
+    ];
     let payload = s3_event(&keys.iter().map(|k| (BUCKET, *k)).collect::<Vec<_>>());
     let (report, bodies) = run(&moto, payload).await;
 
@@ -148,7 +187,10 @@ async fn every_format_from_s3() {
         let n = b["eventData"].as_array().unwrap().len();
         assert!((1..=10).contains(&n));
     }
-    let ad_tag: Vec<_> = bodies.iter().filter(|b| b["source"] == "AMAZON_AD_TAG").collect();
+    let ad_tag: Vec<_> = bodies
+        .iter()
+        .filter(|b| b["source"] == "AMAZON_AD_TAG")
+        .collect();
     assert_eq!(ad_tag.len(), 1);
     assert_eq!(ad_tag[0]["eventData"].as_array().unwrap().len(), 7);
     // What is sent: hashed, never raw.
@@ -163,9 +205,21 @@ async fn bad_objects_are_rejected_with_their_origin() {
     clients.bucket(BUCKET).await;
     let good = ndjson(&events(3, "good"));
     let truncated = gzip(&good);
-    clients.put(BUCKET, "in/truncated.ndjson.gz", truncated[..truncated.len() - 12].to_vec()).await;
+    clients
+        .put(
+            BUCKET,
+            "in/truncated.ndjson.gz",
+            truncated[..truncated.len() - 12].to_vec(),
+        )
+        .await;
     clients.put(BUCKET, "in/notes.txt", b"hello".to_vec()).await;
-    clients.put(BUCKET, "in/extra.csv", b"eventTime,email\n2026-11-28T00:00:00Z,a@b.c\n".to_vec()).await;
+    clients
+        .put(
+            BUCKET,
+            "in/extra.csv",
+            b"eventTime,email\n2026-11-28T00:00:00Z,a@b.c\n".to_vec(),
+        )
+        .await;
     let mut mixed = good.clone();
     mixed.extend(b"{\"eventTime\": \"2026-11-28T09:30:00\", \"conversionType\": \"purchase\"}\n");
     clients.put(BUCKET, "in/mixed.ndjson", mixed).await;
@@ -177,7 +231,11 @@ async fn bad_objects_are_rejected_with_their_origin() {
         (BUCKET, "in/deleted.ndjson"),
     ]);
     let (report, bodies) = run(&moto, payload).await;
-    let reasons: Vec<(&str, u64)> = report.reasons.iter().map(|(k, v)| (k.as_str(), v.count)).collect();
+    let reasons: Vec<(&str, u64)> = report
+        .reasons
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.count))
+        .collect();
     assert_eq!(
         reasons,
         [
@@ -189,10 +247,18 @@ async fn bad_objects_are_rejected_with_their_origin() {
         ],
         "{report:?}"
     );
-    assert_eq!(report.reasons["INVALID_TIMESTAMP"].examples, ["s3://uploads/in/mixed.ndjson line 4 record 4"]);
-    assert!(report.reasons["UNKNOWN_FIELD"].message.contains("\"email\""));
+    assert_eq!(
+        report.reasons["INVALID_TIMESTAMP"].examples,
+        ["s3://uploads/in/mixed.ndjson line 4 record 4"]
+    );
+    assert!(report.reasons["UNKNOWN_FIELD"]
+        .message
+        .contains("\"email\""));
     // The 3 good events of mixed.ndjson, and whatever of the truncated gzip came through.
-    assert_eq!(report.totals.received, report.totals.valid_unsent + report.totals.rejected);
+    assert_eq!(
+        report.totals.received,
+        report.totals.valid_unsent + report.totals.rejected
+    );
     assert!(report.totals.valid_unsent >= 3);
     assert_eq!(dedupe_ids(&bodies).len() as u64, report.totals.valid_unsent);
 }
