@@ -239,14 +239,39 @@ impl Config {
 
 fn url_var(variable: &'static str, value: String) -> Result<String, ConfigError> {
     let v = value.trim().trim_end_matches('/');
-    if (v.starts_with("https://") || v.starts_with("http://")) && v.len() > "https://".len() {
+    let bad = |expected: &str| ConfigError {
+        variable,
+        value: value.clone(),
+        expected: expected.into(),
+    };
+    if let Some(rest) = v.strip_prefix("https://") {
+        return if rest.is_empty() {
+            Err(bad("an https:// URL"))
+        } else {
+            Ok(v.to_owned())
+        };
+    }
+    // Plain HTTP only to this machine (an emulator or the fake DSP): credentials and hashed
+    // identifiers never cross a network unencrypted.
+    let host = v
+        .strip_prefix("http://")
+        .map(|rest| rest.split(['/', '?']).next().unwrap_or(""));
+    let loopback = host.is_some_and(|h| {
+        let name = match h.strip_prefix('[') {
+            Some(v6) => v6.split(']').next().unwrap_or(""),
+            None => h.rsplit_once(':').map_or(h, |(name, _)| name),
+        };
+        name == "localhost"
+            || name
+                .parse::<std::net::IpAddr>()
+                .is_ok_and(|ip| ip.is_loopback())
+    });
+    if loopback {
         Ok(v.to_owned())
     } else {
-        Err(ConfigError {
-            variable,
-            value,
-            expected: "an http:// or https:// URL".into(),
-        })
+        Err(bad(
+            "an https:// URL (http:// only for a loopback address such as 127.0.0.1)",
+        ))
     }
 }
 
@@ -289,7 +314,17 @@ mod tests {
             ("DSP_DEFAULT_CURRENCY_CODE", "XYZ", "USD"),
             ("DSP_DEFAULT_COUNTRY_CODE", "USA", "alpha-2"),
             ("DRY_RUN", "yes", "true or false"),
-            ("DSP_API_URL", "localhost:8080", "http://"),
+            ("DSP_API_URL", "localhost:8080", "https://"),
+            (
+                "DSP_API_URL",
+                "http://advertising-api.amazon.com",
+                "loopback",
+            ),
+            (
+                "DSP_TOKEN_URL",
+                "http://10.0.0.1:8080/auth/o2/token",
+                "loopback",
+            ),
         ];
         for (var, value, expected) in cases {
             let err = config(&[("DSP_SECRET_ID", "s"), (var, value)]).unwrap_err();
@@ -329,6 +364,13 @@ mod tests {
         .unwrap();
         assert_eq!(c.region, Some(Region::Eu));
         assert_eq!(c.api_url.as_deref(), Some("http://127.0.0.1:8080"));
+        for ok in [
+            "https://advertising-api-eu.amazon.com",
+            "http://localhost:9",
+            "http://[::1]:8080/x",
+        ] {
+            assert!(url_var("DSP_API_URL", ok.into()).is_ok(), "{ok}");
+        }
         assert_eq!(c.events.source, Source::AmazonAdTag);
         assert_eq!(c.events.conversion_definitions["purchase"], "def-1");
         assert_eq!(c.events.country_code.as_deref(), Some("DE"));

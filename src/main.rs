@@ -11,7 +11,14 @@ use serde_json::Value;
 #[tokio::main]
 async fn main() -> Result<(), lambda_runtime::Error> {
     lambda_runtime::tracing::init_default_subscriber();
-    let config = Config::from_env().inspect_err(|e| tracing::error!(error = %e, "cannot start"))?;
+    let config = match Config::from_env() {
+        Ok(config) => config,
+        Err(e) => {
+            // One clear line naming the variable; the runtime reports the failed start.
+            tracing::error!(error = %e, "cannot start");
+            std::process::exit(1);
+        }
+    };
     let aws = Arc::new(Aws::from_env().await);
     let handler = Handler::new(config, aws)?;
     let handler = &handler;

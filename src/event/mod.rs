@@ -423,8 +423,9 @@ fn timestamp(text: Cow<'_, str>, name: &str, rules: &Rules) -> Result<String, In
 
 fn has_no_offset(t: &str) -> bool {
     t.len() >= 19
-        && t.get(10..)
-            .is_some_and(|rest| !rest.contains(['Z', 'z', '+']) && !rest[1..].contains('-'))
+        && t.get(10..).is_some_and(|rest| {
+            !rest.contains(['Z', 'z', '+']) && !rest.chars().skip(1).any(|c| c == '-')
+        })
 }
 
 fn user_identifier(raw: &RawEvent<'_>) -> Result<Vec<MatchKey>, Invalid> {

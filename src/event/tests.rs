@@ -290,3 +290,12 @@ fn csv_text_cells_are_read_like_json() {
         match_key::sha256_hex(b"12065550100")
     );
 }
+
+#[test]
+fn multibyte_text_where_a_date_is_expected_is_an_error_not_a_panic() {
+    let (code, _) = reject(json!({
+        "eventTime": "2026-11-28éééééééééééé", "conversionType": "purchase",
+        "userIdentifier": "a@b.c", "countryCode": "US"
+    }));
+    assert_eq!(code, "INVALID_TIMESTAMP");
+}

@@ -79,7 +79,10 @@ fn drive<'de, R: serde_json::de::Read<'de>>(
     let message = if e.is_data() {
         format!("expected a DSP request object, an event object or an array of events: {e}")
     } else {
-        format!("invalid JSON after record {}: {e}", state.record)
+        match state.record {
+            0 => format!("invalid JSON: {e}"),
+            n => format!("invalid JSON after record {n}: {e}"),
+        }
     };
     state
         .sink
