@@ -4,7 +4,8 @@
 use std::process::Command;
 
 fn template() -> String {
-    std::fs::read_to_string(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("template.yaml")).unwrap()
+    std::fs::read_to_string(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("template.yaml"))
+        .unwrap()
 }
 
 #[test]
@@ -14,8 +15,15 @@ fn cfn_lint_finds_nothing() {
         .current_dir(env!("CARGO_MANIFEST_DIR"))
         .output()
         .expect("cfn-lint is installed (.ci/run installs it)");
-    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
-    assert!(out.status.success() && text.trim().is_empty(), "cfn-lint:\n{text}");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        out.status.success() && text.trim().is_empty(),
+        "cfn-lint:\n{text}"
+    );
 }
 
 #[test]
@@ -41,9 +49,17 @@ fn every_configuration_variable_is_set_on_the_function() {
         "DRY_RUN",
         "SECRET_CACHE_TTL_SECONDS",
     ] {
-        assert!(t.contains(&format!("{var}:")), "{var} is not in template.yaml");
+        assert!(
+            t.contains(&format!("{var}:")),
+            "{var} is not in template.yaml"
+        );
     }
-    for needle in ["provided.al2023", "rust-cargolambda", "ReportBatchItemFailures", "Handler: bootstrap"] {
+    for needle in [
+        "provided.al2023",
+        "rust-cargolambda",
+        "ReportBatchItemFailures",
+        "Handler: bootstrap",
+    ] {
         assert!(t.contains(needle), "{needle}");
     }
 }
