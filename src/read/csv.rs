@@ -6,22 +6,33 @@ use std::collections::VecDeque;
 use std::io::{self, Read};
 use std::rc::Rc;
 
-use super::{reject_rest, Interrupted, RecordSink};
+use super::{reject_rest, Budgeted, Interrupted, Limits, RecordSink};
 use crate::event::raw::FIELD_NAMES;
 use crate::event::{Field, RawEvent};
 use crate::origin::Position;
 use crate::outcome::{Reason, Rejection};
 
+/// The csv reader's buffer: it reads ahead by up to this much.
+const BUFFER: usize = 64 << 10;
+
 pub(super) fn read(
     reader: impl Read,
     gzip: bool,
+    limits: Limits,
     sink: &mut dyn RecordSink,
 ) -> Result<(), Interrupted> {
     let lines = Rc::new(RefCell::new(LineIndex::default()));
+    // A row may not take more than the limit (plus what the csv reader reads ahead).
+    let used = Rc::new(std::cell::Cell::new(0));
+    let reader = Budgeted {
+        inner: reader,
+        used: used.clone(),
+        max: limits.max_record_bytes + 2 * BUFFER,
+    };
     let mut csv = ::csv::ReaderBuilder::new()
         .has_headers(false)
         .flexible(true)
-        .buffer_capacity(64 << 10)
+        .buffer_capacity(BUFFER)
         .from_reader(Indexed {
             inner: reader,
             index: lines.clone(),
@@ -46,6 +57,7 @@ pub(super) fn read(
         if !sink.keep_going() {
             return Err(Interrupted::Stopped);
         }
+        used.set(0);
         let start = csv.position().byte();
         let line = lines.borrow_mut().line_at(start);
         match csv.read_record(&mut row) {

@@ -7,7 +7,10 @@ use std::fmt;
 use serde::de::{self, DeserializeSeed, MapAccess, SeqAccess, Visitor};
 use serde_json::value::RawValue;
 
-use super::{json_rejection, reject_rest, Interrupted, RecordSink};
+use std::cell::Cell;
+use std::rc::Rc;
+
+use super::{json_rejection, reject_rest, Budgeted, Interrupted, Limits, RecordSink};
 use crate::event::RawEvent;
 use crate::origin::Position;
 use crate::outcome::{Reason, Rejection};
@@ -16,10 +19,15 @@ struct State<'k> {
     sink: &'k mut dyn RecordSink,
     record: u64,
     stopped: bool,
+    /// Bytes read for the current record, when reading a stream.
+    used: Option<Rc<Cell<usize>>>,
 }
 
 impl State<'_> {
     fn element(&mut self, text: &str, source: Option<&str>) {
+        if let Some(used) = &self.used {
+            used.set(0);
+        }
         self.record += 1;
         let at = Position::at(self.record, None);
         match RawEvent::from_json(text) {
@@ -42,28 +50,37 @@ impl State<'_> {
 pub(super) fn read(
     reader: impl std::io::Read,
     gzip: bool,
+    limits: Limits,
     sink: &mut dyn RecordSink,
 ) -> Result<(), Interrupted> {
-    let mut de = serde_json::Deserializer::from_reader(reader);
-    drive(&mut de, gzip, sink)
+    let used = Rc::new(Cell::new(0));
+    let budgeted = Budgeted {
+        inner: reader,
+        used: used.clone(),
+        max: limits.max_record_bytes,
+    };
+    let mut de = serde_json::Deserializer::from_reader(budgeted);
+    drive(&mut de, gzip, Some(used), sink)
 }
 
 /// Reads a JSON text held in memory (an SQS message body).
 pub fn read_json_slice(bytes: &[u8], sink: &mut dyn RecordSink) -> Result<(), Interrupted> {
     let bytes = bytes.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(bytes);
     let mut de = serde_json::Deserializer::from_slice(bytes);
-    drive(&mut de, false, sink)
+    drive(&mut de, false, None, sink)
 }
 
 fn drive<'de, R: serde_json::de::Read<'de>>(
     de: &mut serde_json::Deserializer<R>,
     gzip: bool,
+    used: Option<Rc<Cell<usize>>>,
     sink: &mut dyn RecordSink,
 ) -> Result<(), Interrupted> {
     let mut state = State {
         sink,
         record: 0,
         stopped: false,
+        used,
     };
     let result = Top(&mut state)
         .deserialize(&mut *de)

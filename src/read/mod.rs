@@ -175,6 +175,42 @@ impl<R: Read> Read for Bounded<R> {
     }
 }
 
+/// A record went over `MAX_RECORD_BYTES`.
+#[derive(Debug)]
+struct RecordTooLong(usize);
+
+impl fmt::Display for RecordTooLong {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "a record is longer than {} bytes (MAX_RECORD_BYTES); the rest was not read",
+            self.0
+        )
+    }
+}
+
+impl std::error::Error for RecordTooLong {}
+
+/// Counts the bytes of the record being read and fails past the limit, so that one huge record
+/// (a JSON element, a CSV row) cannot take the memory. The reader resets `used` at each record.
+pub(crate) struct Budgeted<R> {
+    pub(crate) inner: R,
+    pub(crate) used: std::rc::Rc<std::cell::Cell<usize>>,
+    pub(crate) max: usize,
+}
+
+impl<R: Read> Read for Budgeted<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        let used = self.used.get() + n;
+        self.used.set(used);
+        if used > self.max {
+            return Err(io::Error::other(RecordTooLong(self.max)));
+        }
+        Ok(n)
+    }
+}
+
 /// What an I/O error during reading means.
 pub(crate) enum Failure {
     /// Transient: stop, the unit is incomplete.
@@ -192,6 +228,12 @@ pub(crate) fn classify(e: io::Error, gzip: bool) -> Failure {
             return Failure::Rejected(Rejection::unreadable(
                 Reason::ObjectTooLarge,
                 too_large.to_string(),
+            ));
+        }
+        if let Some(too_long) = inner.downcast_ref::<RecordTooLong>() {
+            return Failure::Rejected(Rejection::unreadable(
+                Reason::RecordTooLarge,
+                too_long.to_string(),
             ));
         }
     }
@@ -236,8 +278,8 @@ pub fn read_object(
     }
     match encoding.format {
         Format::Ndjson => ndjson::read(reader, encoding.gzip, limits, sink),
-        Format::Json => json::read(reader, encoding.gzip, sink),
-        Format::Csv => csv::read(reader, encoding.gzip, sink),
+        Format::Json => json::read(reader, encoding.gzip, limits, sink),
+        Format::Csv => csv::read(reader, encoding.gzip, limits, sink),
     }
 }
 

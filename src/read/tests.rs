@@ -210,3 +210,31 @@ fn readers_stop_when_asked() {
     assert!(matches!(r, Err(Interrupted::Stopped)));
     assert_eq!(sink.items.len(), 3);
 }
+
+#[test]
+fn huge_json_elements_and_csv_rows_are_bounded() {
+    // Limits in `read`: 200 bytes per record.
+    let long = "x".repeat(500);
+    let array = format!(r#"[{{"name":"a"}},{{"name":"{long}"}},{{"name":"b"}}]"#);
+    assert_eq!(
+        read(array.as_bytes(), "x.json"),
+        ["1: a", "2: RECORD_TOO_LARGE"]
+    );
+    let mut sink = Collect::default();
+    let enc = Encoding {
+        format: Format::Csv,
+        gzip: false,
+    };
+    let limits = Limits {
+        max_record_bytes: 10,
+        max_object_bytes: 1 << 30,
+    };
+    let csv = format!("name\na\n{}\nb\n", "y".repeat(300_000));
+    read_object(csv.as_bytes(), enc, limits, &mut sink).unwrap();
+    assert_eq!(
+        sink.items.last().map(String::as_str),
+        Some("2@3: RECORD_TOO_LARGE"),
+        "{:?}",
+        sink.items
+    );
+}
