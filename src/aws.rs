@@ -8,6 +8,7 @@ use aws_sdk_s3::primitives::ByteStream;
 use aws_sdk_secretsmanager::operation::get_secret_value::GetSecretValueError;
 use tokio_util::io::SyncIoBridge;
 
+use crate::describe;
 use crate::store::{
     BoxFuture, MessageQueue, Object, ObjectStore, OpenError, SecretError, SecretStore, StoreError,
 };
@@ -38,17 +39,6 @@ impl Aws {
             secrets: aws_sdk_secretsmanager::Client::new(shared),
         }
     }
-}
-
-fn describe(e: &impl std::error::Error) -> String {
-    let mut text = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        text.push_str(": ");
-        text.push_str(&s.to_string());
-        source = s.source();
-    }
-    text
 }
 
 impl ObjectStore for Aws {

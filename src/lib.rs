@@ -16,3 +16,15 @@ pub mod pipeline;
 pub mod read;
 pub mod store;
 pub mod trigger;
+
+/// An error with its chain of causes, on one line.
+pub fn describe(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        text.push_str(": ");
+        text.push_str(&s.to_string());
+        source = s.source();
+    }
+    text
+}

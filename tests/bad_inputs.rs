@@ -108,9 +108,10 @@ async fn run(config: Config, objects: Arc<dyn ObjectStore>, work: Work) -> Repor
     pipeline.run(work, invocation, None).await
 }
 
-async fn check_file(path: &Path) -> Report {
+/// The work of reading one local file, as `dsp-conversions-check` does.
+fn file_work(path: &Path) -> Work {
     let key = path.to_string_lossy().into_owned();
-    let work = Work {
+    Work {
         mode: Mode::Objects,
         units: vec![WorkUnit {
             unit: Arc::new(Unit::file(0, &key)),
@@ -120,8 +121,11 @@ async fn check_file(path: &Path) -> Report {
             },
         }],
         messages: Vec::new(),
-    };
-    run(config(&[]), Arc::new(LocalFiles), work).await
+    }
+}
+
+async fn check_file(path: &Path) -> Report {
+    run(config(&[]), Arc::new(LocalFiles), file_work(path)).await
 }
 
 /// The positions of each reason's rejections, without the path.
@@ -220,19 +224,8 @@ async fn a_ten_megabyte_line_is_one_rejection_and_costs_nothing_else() {
     writeln!(f, "{{\"conversionType\": \"{}\"}}", "x".repeat(10 << 20)).unwrap();
     writeln!(f, "{}", event("b")).unwrap();
     drop(f);
-    let vars = [("MAX_OBJECT_BYTES", "100000000")];
-    let key = path.to_string_lossy().into_owned();
-    let work = Work {
-        mode: Mode::Objects,
-        units: vec![WorkUnit {
-            unit: Arc::new(Unit::file(0, &key)),
-            input: Input::Object {
-                bucket: String::new(),
-                key: key.clone(),
-            },
-        }],
-        messages: Vec::new(),
-    };
+    let vars = [];
+    let work = file_work(&path);
     let mut config = config(&vars);
     config.max_object_bytes = 100 << 20;
     let report = run(config, Arc::new(LocalFiles), work).await;

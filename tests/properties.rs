@@ -4,8 +4,7 @@
 
 mod support;
 
-use std::io::Write;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use dsp_conversions::config::Config;
@@ -56,19 +55,6 @@ fn render(line: &Line, i: usize) -> String {
     }
 }
 
-#[derive(Clone, Default)]
-struct Shared(Arc<Mutex<Vec<u8>>>);
-
-impl Write for Shared {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
 proptest! {
     #![proptest_config(ProptestConfig { cases: 48, failure_persistence: None, ..ProptestConfig::default() })]
 
@@ -91,7 +77,7 @@ proptest! {
         let dsp = Arc::new(Dsp::new(&config, store.clone()).unwrap());
         let pipeline = Pipeline { config: Arc::new(config), objects: store.clone(), queue: store.clone(), dsp };
         let payload = support::s3_event(&[("b", "in.ndjson")]);
-        let bodies = Shared::default();
+        let bodies = support::Shared::default();
         let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
         let report = runtime.block_on(pipeline.run(
             trigger::parse(payload).unwrap(),
@@ -104,15 +90,14 @@ proptest! {
         prop_assert_eq!(t.rejected, records - valid);
         prop_assert_eq!(t.accepted + t.redelivered, 0);
 
-        let sent = bodies.0.lock().unwrap().clone();
+        let sent = bodies.json_lines();
         let mut events = 0u64;
-        for body in String::from_utf8(sent).unwrap().lines() {
-            let body: Value = serde_json::from_str(body).unwrap();
+        for body in &sent {
             let data = body["eventData"].as_array().unwrap();
             prop_assert!(!data.is_empty() && data.len() <= max);
             events += data.len() as u64;
         }
         prop_assert_eq!(events, valid);
-        prop_assert_eq!(report.requests as usize, String::from_utf8(bodies.0.lock().unwrap().clone()).unwrap().lines().count());
+        prop_assert_eq!(report.requests as usize, sent.len());
     }
 }

@@ -4,7 +4,7 @@
 mod support;
 
 use std::io::Write;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use dsp_conversions::aws::Aws;
@@ -16,19 +16,6 @@ use serde_json::{json, Value};
 use support::*;
 
 const BUCKET: &str = "uploads";
-
-#[derive(Clone, Default)]
-struct Shared(Arc<Mutex<Vec<u8>>>);
-
-impl Write for Shared {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
 
 fn gzip(bytes: &[u8]) -> Vec<u8> {
     let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
@@ -90,16 +77,11 @@ async fn run(moto: &Moto, payload: Value) -> (Report, Vec<Value>) {
         started: time::OffsetDateTime::now_utc(),
         cutoff: Instant::now() + Duration::from_secs(60),
     };
-    let out = Shared::default();
+    let out = support::Shared::default();
     let report = pipeline
         .run(work, invocation, Some(Box::new(out.clone())))
         .await;
-    let bodies = String::from_utf8(out.0.lock().unwrap().clone()).unwrap();
-    let bodies = bodies
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
-    (report, bodies)
+    (report, out.json_lines())
 }
 
 fn dedupe_ids(bodies: &[Value]) -> Vec<String> {

@@ -6,6 +6,7 @@ use std::time::Duration;
 use reqwest::header::{HeaderMap, ACCEPT, AUTHORIZATION, CONTENT_TYPE, RETRY_AFTER};
 use serde::Deserialize;
 
+use crate::describe;
 use crate::outcome::{Reason, Rejection};
 
 /// The DSP's media type, for `Content-Type` and `Accept`.
@@ -247,18 +248,6 @@ fn error_text(body: &[u8]) -> String {
         }
         Err(_) => String::from_utf8_lossy(&body[..body.len().min(300)]).into_owned(),
     }
-}
-
-/// An error with its causes, without the URL's query (there is none) or any header.
-pub fn describe(e: &(dyn std::error::Error + 'static)) -> String {
-    let mut text = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        text.push_str(": ");
-        text.push_str(&s.to_string());
-        source = s.source();
-    }
-    text
 }
 
 #[cfg(test)]

@@ -106,12 +106,12 @@ impl TokenCache {
             .timeout(timeout)
             .send()
             .await
-            .map_err(|e| TokenError::Unavailable(super::client::describe(&e)))?;
+            .map_err(|e| TokenError::Unavailable(crate::describe(&e)))?;
         let status = response.status();
         let body = response
             .bytes()
             .await
-            .map_err(|e| TokenError::Unavailable(super::client::describe(&e)))?;
+            .map_err(|e| TokenError::Unavailable(crate::describe(&e)))?;
         if status.is_success() {
             let granted: Granted = serde_json::from_slice(&body)
                 .map_err(|_| TokenError::Unavailable("unreadable token response".into()))?;

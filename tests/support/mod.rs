@@ -620,3 +620,29 @@ pub async fn secrets_of(dsp: &FakeDsp) -> Vec<String> {
 pub fn read(path: impl AsRef<Path>) -> Vec<u8> {
     std::fs::read(root().join(path)).expect("file")
 }
+
+/// A writer whose bytes can be read afterwards (request bodies of a dry run).
+#[derive(Clone, Default)]
+pub struct Shared(pub Arc<Mutex<Vec<u8>>>);
+
+impl std::io::Write for Shared {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Shared {
+    /// The lines written, parsed as JSON.
+    pub fn json_lines(&self) -> Vec<Value> {
+        let bytes = self.0.lock().unwrap().clone();
+        String::from_utf8(bytes)
+            .unwrap()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
+    }
+}
