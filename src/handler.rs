@@ -81,7 +81,18 @@ fn cutoff(deadline_ms: u64) -> Instant {
     let now_ms = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as u64);
-    let left = Duration::from_millis(deadline_ms.saturating_sub(now_ms));
+    // Lambda sends epoch milliseconds; `cargo lambda watch` sends the timeout itself (600000).
+    // A value that cannot be a date after 2001 is taken as that duration.
+    let left = if deadline_ms < 1_000_000_000_000 {
+        Duration::from_millis(deadline_ms)
+    } else {
+        Duration::from_millis(deadline_ms.saturating_sub(now_ms))
+    };
+    tracing::debug!(
+        deadline_ms,
+        time_left_ms = left.as_millis() as u64,
+        "invocation"
+    );
     Instant::now() + left - (left / 4).min(RESERVE)
 }
 
@@ -161,4 +172,32 @@ pub fn emf(report: &Report, request_id: &str) -> Value {
         "Requests": report.requests,
         "Throttled": report.throttled,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn epoch_ms(from_now: Duration) -> u64 {
+        (SystemTime::now() + from_now)
+            .duration_since(UNIX_EPOCH)
+            .unwrap()
+            .as_millis() as u64
+    }
+
+    #[test]
+    fn cutoff_keeps_a_reserve_before_the_deadline() {
+        let left = |c: Instant| c.saturating_duration_since(Instant::now()).as_secs_f64();
+        // 60 s left: stop 5 s early.
+        let c = left(cutoff(epoch_ms(Duration::from_secs(60))));
+        assert!((54.0..=55.1).contains(&c), "{c}");
+        // 8 s left: stop a quarter early.
+        let c = left(cutoff(epoch_ms(Duration::from_secs(8))));
+        assert!((5.9..=6.1).contains(&c), "{c}");
+        // Past: no time at all.
+        assert_eq!(left(cutoff(epoch_ms(Duration::ZERO) - 1000)), 0.0);
+        // cargo lambda watch: a duration, not a date.
+        let c = left(cutoff(600_000));
+        assert!((594.0..=595.1).contains(&c), "{c}");
+    }
 }
