@@ -3,7 +3,7 @@
 
 use serde::Serialize;
 
-use crate::event::{ConversionEvent, Source, Validated};
+use crate::event::{Source, Validated};
 
 /// One DSP request's worth of events.
 #[derive(Debug, Clone)]
@@ -18,8 +18,20 @@ pub struct Batch {
 #[serde(rename_all = "camelCase")]
 struct Body<'a> {
     source: Source,
-    event_data: Vec<&'a ConversionEvent>,
+    event_data: EventData<'a>,
 }
+
+/// The events of a body, serialized as an array of their DSP shape without collecting them.
+struct EventData<'a>(&'a [Validated]);
+
+impl Serialize for EventData<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_seq(self.0.iter().map(|v| &v.event))
+    }
+}
+
+/// Room for one serialized event, so that a body is written without growing its buffer.
+const EVENT_BYTES: usize = 320;
 
 impl Batch {
     /// The request body: `{"source", "eventData"}`.
@@ -45,10 +57,14 @@ impl Batch {
 pub fn body(source: Source, events: &[Validated]) -> Vec<u8> {
     let body = Body {
         source,
-        event_data: events.iter().map(|v| &v.event).collect(),
+        event_data: EventData(events),
     };
+    let mut out = Vec::with_capacity(64 + events.len() * EVENT_BYTES);
     // Serializing plain structs of strings and numbers into a Vec cannot fail.
-    serde_json::to_vec(&body).unwrap_or_default()
+    match serde_json::to_writer(&mut out, &body) {
+        Ok(()) => out,
+        Err(_) => Vec::new(),
+    }
 }
 
 /// Fills one open batch per source and hands out each when it is full.
@@ -97,7 +113,7 @@ mod tests {
     use proptest::prelude::*;
 
     use super::*;
-    use crate::event::{MatchKey, MatchKeyType};
+    use crate::event::{ConversionEvent, MatchKey, MatchKeyType};
     use crate::origin::{Origin, Position, Unit};
 
     fn event(source: Source, record: u64) -> Validated {

@@ -101,7 +101,19 @@ impl Origin {
         let mut h = Sha256::new();
         h.update(self.unit.identity.as_bytes());
         h.update(b"#");
-        h.update(self.position.record.unwrap_or(0).to_string().as_bytes());
+        // The record number in decimal, formatted on the stack: this runs for every event.
+        let mut digits = [0u8; 20];
+        let mut n = self.position.record.unwrap_or(0);
+        let mut start = digits.len();
+        loop {
+            start -= 1;
+            digits[start] = b'0' + (n % 10) as u8;
+            n /= 10;
+            if n == 0 {
+                break;
+            }
+        }
+        h.update(&digits[start..]);
         hex(&h.finalize()[..16])
     }
 
@@ -165,6 +177,10 @@ mod tests {
         assert_eq!(o(&a, 1).dedupe_id(), o(&b, 1).dedupe_id());
         assert_ne!(o(&a, 1).dedupe_id(), o(&a, 2).dedupe_id());
         assert_eq!(o(&a, 1).dedupe_id().len(), 32);
+        // sha256("sqs:m-1#1024"), first 16 bytes: the record number is written in decimal.
+        let mut h = Sha256::new();
+        h.update(b"sqs:m-1#1024");
+        assert_eq!(o(&a, 1024).dedupe_id(), hex(&h.finalize()[..16]));
     }
 
     #[test]

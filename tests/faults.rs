@@ -158,9 +158,10 @@ async fn random_transport_faults() {
             .iter()
             .filter(|r| !r["fault"].is_null())
             .count();
+        // Retries inside an invocation may absorb them all (then one round is enough).
         assert!(
-            faults > 0 && rounds > 1,
-            "seed {seed}: no fault was exercised ({faults} faults, {rounds} rounds)"
+            faults > 0,
+            "seed {seed}: no fault was exercised ({rounds} rounds)"
         );
         assert_no_leaks(&f.logs(), &secrets_of(&dsp).await);
         assert!(!f.logs().contains("user0.0@example.com"));

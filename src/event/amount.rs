@@ -45,37 +45,44 @@ impl Amount {
         {
             return Err(AmountError::NotANumber);
         }
-        // digits × 10^shift hundredths
-        let digits: Vec<u8> = int
-            .bytes()
-            .chain(frac.bytes())
-            .map(|b| b - b'0')
-            .skip_while(|d| *d == 0)
-            .collect();
-        if digits.is_empty() {
+        // The significant digits (leading zeros dropped) × 10^shift hundredths; walked twice
+        // rather than collected, as this runs for every event.
+        let significant = || {
+            int.bytes()
+                .chain(frac.bytes())
+                .map(|b| b - b'0')
+                .skip_while(|d| *d == 0)
+        };
+        let count = significant().count();
+        if count == 0 {
             return Ok(Self(0));
         }
         if negative {
             return Err(AmountError::Negative);
         }
         let shift = exponent.saturating_add(2).saturating_sub(frac.len() as i64);
-        let (kept, round_up) = if shift >= 0 {
-            (&digits[..], false)
+        let keep = if shift >= 0 {
+            count
         } else {
             let drop = usize::try_from(-shift).unwrap_or(usize::MAX);
-            if drop > digits.len() {
+            if drop > count {
                 return Ok(Self(0));
             }
-            let keep = digits.len() - drop;
-            (&digits[..keep], digits[keep] >= 5)
+            count - drop
         };
         let scale = if shift > 0 { shift } else { 0 };
-        if kept.len() as i64 + scale > 19 {
+        if keep as i64 + scale > 19 {
             return Err(AmountError::TooLarge);
         }
         let mut cents: u64 = 0;
-        for d in kept {
-            cents = cents * 10 + u64::from(*d);
+        let mut round_up = false;
+        for (i, d) in significant().enumerate() {
+            if i < keep {
+                cents = cents * 10 + u64::from(d);
+            } else {
+                round_up = d >= 5;
+                break;
+            }
         }
         cents = cents
             .checked_mul(10u64.pow(scale as u32))

@@ -22,16 +22,29 @@ const COUNTRIES: [&str; 249] = [
     "VN", "VU", "WF", "WS", "YE", "YT", "ZA", "ZM", "ZW",
 ];
 
+/// `COUNTRIES` indexed by letter pair (`AA` = 0, `AB` = 1, … `ZZ` = 675): a lookup per event
+/// instead of a search.
+const BY_LETTERS: [Option<&str>; 26 * 26] = {
+    let mut table = [None; 26 * 26];
+    let mut i = 0;
+    while i < COUNTRIES.len() {
+        let b = COUNTRIES[i].as_bytes();
+        table[(b[0] - b'A') as usize * 26 + (b[1] - b'A') as usize] = Some(COUNTRIES[i]);
+        i += 1;
+    }
+    table
+};
+
 /// The canonical (upper-case) ISO 3166-1 alpha-2 code for `s`, accepted in any case.
 pub fn country_code(s: &str) -> Option<&'static str> {
-    if s.len() != 2 {
+    let &[a, b] = s.as_bytes() else {
+        return None;
+    };
+    let (a, b) = (a.to_ascii_uppercase(), b.to_ascii_uppercase());
+    if !a.is_ascii_uppercase() || !b.is_ascii_uppercase() {
         return None;
     }
-    let upper = s.to_ascii_uppercase();
-    COUNTRIES
-        .binary_search(&upper.as_str())
-        .ok()
-        .map(|i| COUNTRIES[i])
+    BY_LETTERS[usize::from(a - b'A') * 26 + usize::from(b - b'A')]
 }
 
 /// A currency the DSP accepts.
@@ -48,11 +61,14 @@ impl CurrencyCode {
 
     /// Parses a currency code, in any case.
     pub fn parse(s: &str) -> Option<Self> {
-        if s.len() != 3 {
+        let &[a, b, c] = s.as_bytes() else {
             return None;
-        }
-        let upper = s.to_ascii_uppercase();
-        Self::ALL.iter().find(|c| **c == upper).map(|c| Self(c))
+        };
+        let upper = [a, b, c].map(|x| x.to_ascii_uppercase());
+        Self::ALL
+            .iter()
+            .find(|code| code.as_bytes() == upper)
+            .map(|code| Self(code))
     }
 
     /// The code.
@@ -112,6 +128,11 @@ mod tests {
         assert_eq!(country_code("UK"), None);
         assert_eq!(country_code("USA"), None);
         assert_eq!(country_code("é"), None);
+        assert_eq!(country_code("u\u{0}"), None);
+        assert_eq!(country_code("[]"), None);
+        for c in COUNTRIES {
+            assert_eq!(country_code(&c.to_ascii_lowercase()), Some(c));
+        }
     }
 
     #[test]

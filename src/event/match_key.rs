@@ -1,6 +1,7 @@
 //! Match keys: the user identifiers of an event, normalized and SHA-256-hashed the way the DSP
 //! expects (DESIGN.md §1). This is where emails, phones, names and addresses are hashed.
 
+use std::cell::RefCell;
 use std::fmt;
 
 use serde::Serialize;
@@ -39,19 +40,23 @@ impl MatchKeyType {
 
     /// Parses the DSP's name of a type, in any case.
     pub fn parse(s: &str) -> Option<Self> {
-        Some(match s.trim().to_ascii_uppercase().as_str() {
-            "ADDRESS" => Self::Address,
-            "CITY" => Self::City,
-            "EMAIL" => Self::Email,
-            "FIRST_NAME" => Self::FirstName,
-            "LAST_NAME" => Self::LastName,
-            "MAID" => Self::Maid,
-            "PHONE" => Self::Phone,
-            "POSTAL" => Self::Postal,
-            "RAMP_ID" => Self::RampId,
-            "STATE" => Self::State,
-            _ => return None,
-        })
+        const TYPES: [(&str, MatchKeyType); 10] = [
+            ("ADDRESS", MatchKeyType::Address),
+            ("CITY", MatchKeyType::City),
+            ("EMAIL", MatchKeyType::Email),
+            ("FIRST_NAME", MatchKeyType::FirstName),
+            ("LAST_NAME", MatchKeyType::LastName),
+            ("MAID", MatchKeyType::Maid),
+            ("PHONE", MatchKeyType::Phone),
+            ("POSTAL", MatchKeyType::Postal),
+            ("RAMP_ID", MatchKeyType::RampId),
+            ("STATE", MatchKeyType::State),
+        ];
+        let s = s.trim();
+        TYPES
+            .iter()
+            .find(|(name, _)| name.eq_ignore_ascii_case(s))
+            .map(|&(_, kind)| kind)
     }
 
     /// Whether the DSP wants values of this type hashed (all but MAID and RAMP_ID).
@@ -125,9 +130,16 @@ pub fn prepare(kind: MatchKeyType, raw: &str) -> Result<String, ValueError> {
     if is_sha256_hex(trimmed) {
         return Ok(trimmed.to_owned());
     }
-    let mut buf = String::with_capacity(trimmed.len());
-    normalize_into(kind, trimmed, &mut buf)?;
-    Ok(sha256_hex(buf.as_bytes()))
+    NORMALIZED.with(|buf| {
+        let mut buf = buf.borrow_mut();
+        normalize_into(kind, trimmed, &mut buf)?;
+        Ok(sha256_hex(buf.as_bytes()))
+    })
+}
+
+thread_local! {
+    /// The normalization buffer of [`prepare`], reused: one allocation per thread, not per value.
+    static NORMALIZED: RefCell<String> = const { RefCell::new(String::new()) };
 }
 
 /// The SHA-256 of a value for the rejects report: normalized when that works, so that it can be
@@ -154,10 +166,17 @@ pub fn normalize_into(kind: MatchKeyType, value: &str, out: &mut String) -> Resu
             if !value.contains('@') {
                 return Err(ValueError::NotEmail);
             }
-            out.extend(value.trim().chars().flat_map(char::to_lowercase));
+            let value = value.trim();
+            if value.is_ascii() {
+                out.push_str(value);
+                out.make_ascii_lowercase();
+            } else {
+                out.extend(value.chars().flat_map(char::to_lowercase));
+            }
         }
         MatchKeyType::Phone => {
-            out.extend(value.chars().filter(char::is_ascii_digit));
+            // Bytes, not chars: the bytes of a multi-byte character are never ASCII.
+            out.extend(value.bytes().filter(u8::is_ascii_digit).map(char::from));
             if !(7..=15).contains(&out.len()) {
                 return Err(ValueError::NotPhone);
             }
@@ -168,9 +187,9 @@ pub fn normalize_into(kind: MatchKeyType, value: &str, out: &mut String) -> Resu
         | MatchKeyType::State
         | MatchKeyType::Address => out.extend(
             value
-                .chars()
-                .filter(char::is_ascii_alphanumeric)
-                .map(|c| c.to_ascii_lowercase()),
+                .bytes()
+                .filter(u8::is_ascii_alphanumeric)
+                .map(|b| char::from(b.to_ascii_lowercase())),
         ),
         MatchKeyType::Postal => out.extend(value.chars().filter(|c| !c.is_whitespace())),
         MatchKeyType::Maid | MatchKeyType::RampId => out.push_str(value.trim()),
@@ -190,12 +209,13 @@ pub fn sha256_hex(bytes: &[u8]) -> String {
 /// Lower-case hex of `bytes`.
 pub fn hex(bytes: &[u8]) -> String {
     const DIGITS: &[u8; 16] = b"0123456789abcdef";
-    let mut s = String::with_capacity(bytes.len() * 2);
-    for b in bytes {
-        s.push(DIGITS[(b >> 4) as usize] as char);
-        s.push(DIGITS[(b & 0xf) as usize] as char);
+    let mut out = vec![0; bytes.len() * 2];
+    for (pair, b) in out.chunks_exact_mut(2).zip(bytes) {
+        pair[0] = DIGITS[usize::from(b >> 4)];
+        pair[1] = DIGITS[usize::from(b & 0xf)];
     }
-    s
+    // Hex digits are ASCII: this cannot fail, and checking costs less than the hashing.
+    String::from_utf8(out).unwrap_or_default()
 }
 
 /// Whether `s` is 64 lower-case hex characters: a value that was hashed already.

@@ -7,6 +7,8 @@ pub mod match_key;
 pub mod raw;
 
 use std::borrow::Cow;
+use std::collections::HashMap;
+use std::sync::Arc;
 
 use serde::Serialize;
 use time::format_description::well_known::Rfc3339;
@@ -29,10 +31,10 @@ const LIMITED_DATA_USE: &str = "LIMITED_DATA_USE";
 #[derive(Clone, Debug, PartialEq, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct ConversionEvent {
-    /// Conversion definition of the advertiser.
-    pub conversion_definition_id: String,
-    /// Name of the event.
-    pub name: String,
+    /// Conversion definition of the advertiser (shared: most events name a configured one).
+    pub conversion_definition_id: Arc<str>,
+    /// Name of the event (shared when it is a configured conversion type).
+    pub name: Arc<str>,
     /// ISO-8601 with offset.
     pub timestamp: String,
     /// ISO 3166-1 alpha-2.
@@ -85,6 +87,10 @@ pub struct Validated {
 #[derive(Clone, Debug)]
 pub struct Rules {
     defaults: EventDefaults,
+    /// `DSP_CONVERSION_DEFINITIONS` as shared strings: conversion type → (name, definition id),
+    /// so that events of a configured type copy no strings.
+    definitions: HashMap<Box<str>, (Arc<str>, Arc<str>)>,
+    default_definition: Option<Arc<str>>,
     oldest: OffsetDateTime,
     latest: OffsetDateTime,
 }
@@ -92,7 +98,22 @@ pub struct Rules {
 impl Rules {
     /// Rules at `now` (the start of the invocation).
     pub fn new(defaults: EventDefaults, now: OffsetDateTime) -> Self {
+        let definitions = defaults
+            .conversion_definitions
+            .iter()
+            .map(|(name, id)| {
+                (
+                    name.as_str().into(),
+                    (name.as_str().into(), id.as_str().into()),
+                )
+            })
+            .collect();
         Self {
+            definitions,
+            default_definition: defaults
+                .default_conversion_definition_id
+                .as_deref()
+                .map(Arc::from),
             defaults,
             oldest: now - Duration::days(7),
             latest: now + Duration::minutes(5),
@@ -205,17 +226,19 @@ fn map(
     )?;
 
     let (name_field, name_name) = either(raw.name, "name", raw.conversion_type, "conversionType")?;
-    let name = required(name_field, names(name_name, "conversionType"))?
-        .trim()
-        .to_owned();
+    let name_text = required(name_field, names(name_name, "conversionType"))?;
+    let configured = rules.definitions.get(name_text.trim());
+    let name: Arc<str> = match configured {
+        Some((name, _)) => name.clone(),
+        None => name_text.trim().into(),
+    };
 
     let defaults = &rules.defaults;
-    let conversion_definition_id = match present(raw.conversion_definition_id) {
-        Some(f) => required(Some(f), "conversionDefinitionId")?.trim().to_owned(),
-        None => defaults
-            .conversion_definitions
-            .get(&name)
-            .or(defaults.default_conversion_definition_id.as_ref())
+    let conversion_definition_id: Arc<str> = match present(raw.conversion_definition_id) {
+        Some(f) => required(Some(f), "conversionDefinitionId")?.trim().into(),
+        None => configured
+            .map(|(_, id)| id)
+            .or(rules.default_definition.as_ref())
             .cloned()
             .ok_or_else(|| {
                 invalid(

@@ -1,5 +1,6 @@
 //! NDJSON / JSON Lines: one event object per line; blank lines are skipped and are not records.
-//! Lines are read into one reused buffer, bounded by `max_record_bytes`.
+//! A line is parsed where it lies in the reader's buffer; one that straddles two fills is gathered
+//! into one reused buffer, bounded by `max_record_bytes`.
 
 use std::io::BufRead;
 
@@ -51,8 +52,9 @@ fn next_line(reader: &mut impl BufRead, buf: &mut Vec<u8>, max: usize) -> std::i
     })
 }
 
+/// The first `\n` of `haystack` (SIMD where the CPU has it; the crate comes with csv anyway).
 fn memchr(haystack: &[u8]) -> Option<usize> {
-    haystack.iter().position(|&b| b == b'\n')
+    memchr::memchr(b'\n', haystack)
 }
 
 pub(super) fn read(
@@ -61,12 +63,26 @@ pub(super) fn read(
     limits: Limits,
     sink: &mut dyn RecordSink,
 ) -> Result<(), Interrupted> {
-    let mut buf = Vec::with_capacity(4096);
+    let mut buf = Vec::new();
     let mut line_no = 0u64;
     let mut record = 0u64;
     loop {
         if !sink.keep_going() {
             return Err(Interrupted::Stopped);
+        }
+        // A line that lies whole in the reader's buffer is parsed where it lies; only a line
+        // that straddles two fills (or is too long) is gathered into `buf`.
+        let available = match reader.fill_buf() {
+            Ok(a) => a,
+            Err(e) => {
+                return reject_rest(e, gzip, Position::at(record + 1, Some(line_no + 1)), sink);
+            }
+        };
+        if let Some(end) = memchr(available).filter(|end| *end <= limits.max_record_bytes) {
+            line_no += 1;
+            one_line(&available[..end], line_no, &mut record, sink);
+            reader.consume(end + 1);
+            continue;
         }
         let line = match next_line(&mut reader, &mut buf, limits.max_record_bytes) {
             Ok(l) => l,
@@ -75,13 +91,12 @@ pub(super) fn read(
             }
         };
         line_no += 1;
-        let at = |record| Position::at(record, Some(line_no));
         match line {
             Line::End => return Ok(()),
             Line::TooLong => {
                 record += 1;
                 sink.invalid(
-                    at(record),
+                    Position::at(record, Some(line_no)),
                     Rejection::unreadable(
                         Reason::RecordTooLarge,
                         format!(
@@ -91,24 +106,64 @@ pub(super) fn read(
                     ),
                 );
             }
-            Line::Read => {
-                let bytes = buf.strip_suffix(b"\r").unwrap_or(&buf);
-                if bytes.iter().all(u8::is_ascii_whitespace) {
-                    continue;
-                }
-                record += 1;
-                let Ok(text) = std::str::from_utf8(bytes) else {
-                    sink.invalid(
-                        at(record),
-                        Rejection::unreadable(Reason::InvalidEncoding, "line is not valid UTF-8"),
-                    );
-                    continue;
-                };
-                match RawEvent::from_json(text) {
-                    Ok(raw) => sink.record(at(record), &raw, None),
-                    Err(e) => sink.invalid(at(record), json_rejection(&e)),
-                }
-            }
+            Line::Read => one_line(&buf, line_no, &mut record, sink),
+        }
+    }
+}
+
+/// Hands on one line (without its `\n`): a record, a rejection, or nothing when it is blank.
+fn one_line(line: &[u8], line_no: u64, record: &mut u64, sink: &mut dyn RecordSink) {
+    let bytes = line.strip_suffix(b"\r").unwrap_or(line);
+    if bytes.iter().all(u8::is_ascii_whitespace) {
+        return;
+    }
+    *record += 1;
+    let at = Position::at(*record, Some(line_no));
+    let Ok(text) = std::str::from_utf8(bytes) else {
+        sink.invalid(
+            at,
+            Rejection::unreadable(Reason::InvalidEncoding, "line is not valid UTF-8"),
+        );
+        return;
+    };
+    match RawEvent::from_json(text) {
+        Ok(raw) => sink.record(at, &raw, None),
+        Err(e) => sink.invalid(at, json_rejection(&e)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::BufReader;
+
+    use proptest::prelude::*;
+
+    use super::*;
+    use crate::read::tests::Collect;
+
+    proptest! {
+        #[test]
+        fn memchr_finds_the_first_newline(bytes in prop::collection::vec(
+            prop::sample::select(vec![b'a', b'\n', 0x0b, 0x8a, 0xff]), 0..40)
+        ) {
+            prop_assert_eq!(memchr(&bytes), bytes.iter().position(|&b| b == b'\n'));
+        }
+
+        #[test]
+        fn lines_read_the_same_whatever_the_buffer_size(capacity in 1usize..64) {
+            let text = b"{\"name\":\"a\"}\r\n\n{\"name\":\"bb\"}\n{\"name\":\"this one is too long\"}\n{\"name\":\"c\"}";
+            let limits = Limits { max_record_bytes: 20, max_object_bytes: 1000 };
+            let run = |reader: &mut dyn BufRead| {
+                let mut sink = Collect::default();
+                read(reader, false, limits, &mut sink).unwrap();
+                sink.items
+            };
+            let whole = run(&mut &text[..]);
+            prop_assert_eq!(
+                &whole,
+                &["1@1: a", "2@3: bb", "3@4: RECORD_TOO_LARGE", "4@5: c"].map(String::from).to_vec()
+            );
+            prop_assert_eq!(run(&mut BufReader::with_capacity(capacity, &text[..])), whole);
         }
     }
 }
