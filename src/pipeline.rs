@@ -375,12 +375,7 @@ impl Reader {
                     Ok(())
                 }
                 Input::Body(body) => {
-                    let mut sink = Collector {
-                        reader: &self,
-                        unit: work.unit,
-                        batcher: &mut batcher,
-                        tx,
-                    };
+                    let mut sink = Collector::new(&self, work.unit, &mut batcher, tx);
                     read::read_json_slice(body.as_bytes(), &mut sink)
                 }
                 Input::Object { bucket, key } => match handle
@@ -394,12 +389,7 @@ impl Reader {
                             }),
                             None => work.unit,
                         };
-                        let mut sink = Collector {
-                            reader: &self,
-                            unit,
-                            batcher: &mut batcher,
-                            tx,
-                        };
+                        let mut sink = Collector::new(&self, unit, &mut batcher, tx);
                         match Encoding::detect(
                             &key,
                             object.content_type.as_deref(),
@@ -462,21 +452,43 @@ struct Collector<'r> {
     unit: Arc<Unit>,
     batcher: &'r mut Batcher,
     tx: &'r mpsc::Sender<Batch>,
+    /// Records read, booked into the ledger once, when the unit is done (no lock per record).
+    received: u64,
+}
+
+impl<'r> Collector<'r> {
+    fn new(
+        reader: &'r Reader,
+        unit: Arc<Unit>,
+        batcher: &'r mut Batcher,
+        tx: &'r mpsc::Sender<Batch>,
+    ) -> Self {
+        Self {
+            reader,
+            unit,
+            batcher,
+            tx,
+            received: 0,
+        }
+    }
+}
+
+impl Drop for Collector<'_> {
+    fn drop(&mut self) {
+        lock(&self.reader.ledger).received_many(self.unit.index, self.received);
+    }
 }
 
 impl RecordSink for Collector<'_> {
     fn record(&mut self, position: Position, raw: &RawEvent<'_>, request_source: Option<&str>) {
+        self.received += 1;
         let origin = Origin {
             unit: self.unit.clone(),
             position,
         };
-        let result = event::validate(raw, request_source, &self.reader.rules, &origin);
-        let mut l = lock(&self.reader.ledger);
-        l.received(&origin);
-        match result {
-            Err(rejection) => l.rejected(&origin, rejection),
+        match event::validate(raw, request_source, &self.reader.rules, &origin) {
+            Err(rejection) => lock(&self.reader.ledger).rejected(&origin, rejection),
             Ok(valid) => {
-                drop(l);
                 if let Some(batch) = self.batcher.push(valid) {
                     if let Err(mpsc::error::SendError(batch)) = self.tx.blocking_send(batch) {
                         let mut l = lock(&self.reader.ledger);
@@ -490,13 +502,12 @@ impl RecordSink for Collector<'_> {
     }
 
     fn invalid(&mut self, position: Position, rejection: Rejection) {
+        self.received += 1;
         let origin = Origin {
             unit: self.unit.clone(),
             position,
         };
-        let mut l = lock(&self.reader.ledger);
-        l.received(&origin);
-        l.rejected(&origin, rejection);
+        lock(&self.reader.ledger).rejected(&origin, rejection);
     }
 
     fn keep_going(&self) -> bool {

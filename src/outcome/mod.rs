@@ -74,6 +74,11 @@ impl Ledger {
         self.tally(origin.unit.index).received += 1;
     }
 
+    /// `n` records of unit `unit` were read.
+    pub fn received_many(&mut self, unit: usize, n: u64) {
+        self.tally(unit).received += n;
+    }
+
     /// The DSP accepted it.
     pub fn accepted(&mut self, origin: &Origin) {
         self.tally(origin.unit.index).accepted += 1;
