@@ -118,7 +118,7 @@ pub fn log_summary(report: &Report, request_id: &str) {
         .map(|(code, s)| format!("{code}={}", s.count))
         .collect();
     if let Some(cause) = &report.failure {
-        tracing::error!(cause = %cause, "invocation failed as a whole; every message will be redelivered");
+        tracing::error!(cause = %cause, "invocation failed as a whole: every SQS message is redelivered, an S3 import is retried");
     }
     tracing::info!(
         received = t.received,
