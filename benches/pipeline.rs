@@ -128,7 +128,7 @@ fn run(c: &mut Criterion) {
         .enable_all()
         .build()
         .unwrap();
-    let dsp = Arc::new(Dsp::new(&config, memory.clone()).unwrap());
+    let dsp = Arc::new(Dsp::new(&config, memory.clone()));
     let pipeline = Pipeline {
         config,
         objects: memory.clone(),

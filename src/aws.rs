@@ -6,6 +6,7 @@ use std::path::Path;
 use aws_sdk_s3::operation::get_object::GetObjectError;
 use aws_sdk_s3::primitives::ByteStream;
 use aws_sdk_secretsmanager::operation::get_secret_value::GetSecretValueError;
+use tokio::sync::OnceCell;
 use tokio_util::io::SyncIoBridge;
 
 use crate::describe;
@@ -13,22 +14,23 @@ use crate::store::{
     BoxFuture, MessageQueue, Object, ObjectStore, OpenError, SecretError, SecretStore, StoreError,
 };
 
-/// The SDK clients, built once at cold start.
-#[derive(Clone, Debug)]
+/// The SDK clients, built at their first use and kept across warm invocations. Building them
+/// reads the configuration chain and sets up TLS (several milliseconds), which a cold start
+/// should not pay before an event needs S3, SQS or Secrets Manager.
+#[derive(Debug, Default)]
 pub struct Aws {
+    clients: OnceCell<Clients>,
+}
+
+#[derive(Debug)]
+struct Clients {
     s3: aws_sdk_s3::Client,
     sqs: aws_sdk_sqs::Client,
     secrets: aws_sdk_secretsmanager::Client,
 }
 
-impl Aws {
-    /// Clients from the default configuration chain. No network at this point.
-    pub async fn from_env() -> Self {
-        Self::from_config(&aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await)
-    }
-
-    /// Clients from an explicit shared configuration.
-    pub fn from_config(shared: &aws_config::SdkConfig) -> Self {
+impl Clients {
+    fn new(shared: &aws_config::SdkConfig) -> Self {
         // An emulator (moto, LocalStack) behind AWS_ENDPOINT_URL serves buckets by path.
         let s3 = aws_sdk_s3::config::Builder::from(shared)
             .force_path_style(shared.endpoint_url().is_some())
@@ -41,6 +43,30 @@ impl Aws {
     }
 }
 
+impl Aws {
+    /// Clients from the default configuration chain (`AWS_REGION`, `AWS_ENDPOINT_URL`, …),
+    /// built when first used.
+    pub fn from_env() -> Self {
+        Self::default()
+    }
+
+    /// Clients from an explicit shared configuration, built now.
+    pub fn from_config(shared: &aws_config::SdkConfig) -> Self {
+        Self {
+            clients: OnceCell::new_with(Some(Clients::new(shared))),
+        }
+    }
+
+    async fn clients(&self) -> &Clients {
+        self.clients
+            .get_or_init(|| async {
+                let shared = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
+                Clients::new(&shared)
+            })
+            .await
+    }
+}
+
 impl ObjectStore for Aws {
     fn open<'a>(
         &'a self,
@@ -49,6 +75,8 @@ impl ObjectStore for Aws {
     ) -> BoxFuture<'a, Result<Object, OpenError>> {
         Box::pin(async move {
             let out = self
+                .clients()
+                .await
                 .s3
                 .get_object()
                 .bucket(bucket)
@@ -87,7 +115,9 @@ impl ObjectStore for Aws {
             let body = ByteStream::from_path(path)
                 .await
                 .map_err(|e| StoreError(describe(&e)))?;
-            self.s3
+            self.clients()
+                .await
+                .s3
                 .put_object()
                 .bucket(bucket)
                 .key(key)
@@ -108,7 +138,9 @@ impl MessageQueue for Aws {
         body: String,
     ) -> BoxFuture<'a, Result<(), StoreError>> {
         Box::pin(async move {
-            self.sqs
+            self.clients()
+                .await
+                .sqs
                 .send_message()
                 .queue_url(queue_url)
                 .message_body(body)
@@ -124,6 +156,8 @@ impl SecretStore for Aws {
     fn get<'a>(&'a self, secret_id: &'a str) -> BoxFuture<'a, Result<String, SecretError>> {
         Box::pin(async move {
             let out = self
+                .clients()
+                .await
                 .secrets
                 .get_secret_value()
                 .secret_id(secret_id)

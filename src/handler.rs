@@ -26,7 +26,7 @@ pub struct Handler {
 
 impl Handler {
     /// The function over AWS.
-    pub fn new(config: Config, aws: Arc<Aws>) -> Result<Self, reqwest::Error> {
+    pub fn new(config: Config, aws: Arc<Aws>) -> Self {
         Self::with_stores(config, aws.clone(), aws.clone(), aws)
     }
 
@@ -36,16 +36,16 @@ impl Handler {
         objects: Arc<dyn ObjectStore>,
         queue: Arc<dyn MessageQueue>,
         secrets: Arc<dyn SecretStore>,
-    ) -> Result<Self, reqwest::Error> {
-        let dsp = Arc::new(Dsp::new(&config, secrets)?);
-        Ok(Self {
+    ) -> Self {
+        let dsp = Arc::new(Dsp::new(&config, secrets));
+        Self {
             pipeline: Pipeline {
                 config: Arc::new(config),
                 objects,
                 queue,
                 dsp,
             },
-        })
+        }
     }
 
     /// Handles one invocation.

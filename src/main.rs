@@ -1,4 +1,5 @@
-//! The Lambda binary: logging, configuration and clients once at cold start, then the runtime.
+//! The Lambda binary: logging and configuration once at cold start (clients wait for their first
+//! use), then the runtime.
 
 use std::sync::Arc;
 
@@ -19,8 +20,8 @@ async fn main() -> Result<(), lambda_runtime::Error> {
             std::process::exit(1);
         }
     };
-    let aws = Arc::new(Aws::from_env().await);
-    let handler = Handler::new(config, aws)?;
+    // Clients are built at their first use: no network and no TLS set-up before the first /next.
+    let handler = Handler::new(config, Arc::new(Aws::from_env()));
     let handler = &handler;
     lambda_runtime::run(service_fn(move |event: LambdaEvent<Value>| async move {
         handler.handle(event).await

@@ -93,7 +93,7 @@ fn config(vars: &[(&str, &str)]) -> Config {
 
 async fn run(config: Config, objects: Arc<dyn ObjectStore>, work: Work) -> Report {
     let memory = Arc::new(Memory::default());
-    let dsp = Arc::new(Dsp::new(&config, memory.clone()).unwrap());
+    let dsp = Arc::new(Dsp::new(&config, memory.clone()));
     let pipeline = Pipeline {
         config: Arc::new(config),
         objects,

@@ -67,13 +67,7 @@ async fn main() -> ExitCode {
         },
     };
     let memory = Arc::new(Memory::default());
-    let dsp = match dsp_conversions::dsp::Dsp::new(&config, memory.clone()) {
-        Ok(d) => Arc::new(d),
-        Err(e) => {
-            eprintln!("{e}");
-            return ExitCode::from(2);
-        }
-    };
+    let dsp = Arc::new(dsp_conversions::dsp::Dsp::new(&config, memory.clone()));
     let pipeline = Pipeline {
         config: Arc::new(config),
         objects: Arc::new(LocalFiles),

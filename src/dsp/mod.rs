@@ -28,9 +28,30 @@ const BACKOFF_BASE: Duration = Duration::from_millis(250);
 /// Longest backoff step.
 const BACKOFF_CAP: Duration = Duration::from_secs(20);
 
+/// The HTTPS client, built at its first use: building it loads the system's root certificates
+/// (several milliseconds), which a cold start should not pay before an event needs delivering
+/// (dry runs and all-rejected batches never do).
+#[derive(Default)]
+pub struct Http(OnceLock<reqwest::Client>);
+
+impl Http {
+    /// The client, built now if this is its first use.
+    pub fn client(&self) -> Result<&reqwest::Client, String> {
+        if let Some(client) = self.0.get() {
+            return Ok(client);
+        }
+        let built = reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(5))
+            .pool_idle_timeout(Duration::from_secs(50))
+            .build()
+            .map_err(|e| format!("cannot build the HTTPS client: {}", crate::describe(&e)))?;
+        Ok(self.0.get_or_init(|| built))
+    }
+}
+
 /// The long-lived delivery state, built at cold start and kept across warm invocations.
 pub struct Dsp {
-    http: reqwest::Client,
+    http: Arc<Http>,
     credentials: CredentialCache,
     tokens: TokenCache,
     limiter: DefaultDirectRateLimiter,
@@ -41,16 +62,14 @@ pub struct Dsp {
 }
 
 impl Dsp {
-    /// Delivery for `config`, reading credentials through `secrets`. No network here.
-    pub fn new(config: &Config, secrets: Arc<dyn SecretStore>) -> Result<Self, reqwest::Error> {
-        let http = reqwest::Client::builder()
-            .connect_timeout(Duration::from_secs(5))
-            .pool_idle_timeout(Duration::from_secs(50))
-            .build()?;
+    /// Delivery for `config`, reading credentials through `secrets`. No network and no TLS
+    /// set-up here: both wait for the first request.
+    pub fn new(config: &Config, secrets: Arc<dyn SecretStore>) -> Self {
+        let http = Arc::new(Http::default());
         let rate = NonZeroU32::new(config.max_requests_per_second).unwrap_or(NonZeroU32::MIN);
         // A burst of one spaces requests evenly, so no one-second window holds more than `rate`.
         let quota = Quota::per_second(rate).allow_burst(NonZeroU32::MIN);
-        Ok(Self {
+        Self {
             tokens: TokenCache::new(http.clone()),
             http,
             credentials: CredentialCache::new(
@@ -63,7 +82,7 @@ impl Dsp {
             api_url: config.api_url.clone(),
             token_url: config.token_url.clone(),
             max_attempts: config.max_attempts,
-        })
+        }
     }
 
     fn region(&self, token: &Token) -> Region {
@@ -254,7 +273,8 @@ impl Session {
             };
             attempt += 1;
             self.requests.fetch_add(1, Ordering::Relaxed);
-            match client::post(&self.dsp.http, &request, body.clone(), batch.events.len()).await {
+            let http = self.dsp.http.client().map_err(Failure::Fatal)?;
+            match client::post(http, &request, body.clone(), batch.events.len()).await {
                 Answer::Results(results) => return Ok(Sent::Results(results)),
                 Answer::BadRequest(message) => return Ok(Sent::BadRequest(message)),
                 Answer::Unauthorized if !reauthorized => {

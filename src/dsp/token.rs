@@ -51,13 +51,13 @@ struct Refusal {
 
 /// The token endpoint and the cached token.
 pub struct TokenCache {
-    http: reqwest::Client,
+    http: Arc<super::Http>,
     cached: Mutex<Option<Token>>,
 }
 
 impl TokenCache {
     /// A cache that fetches through `http`.
-    pub fn new(http: reqwest::Client) -> Self {
+    pub fn new(http: Arc<super::Http>) -> Self {
         Self {
             http,
             cached: Mutex::new(None),
@@ -99,8 +99,8 @@ impl TokenCache {
             ("client_id", credentials.client_id.expose()),
             ("client_secret", credentials.client_secret.expose()),
         ];
-        let response = self
-            .http
+        let http = self.http.client().map_err(TokenError::Unavailable)?;
+        let response = http
             .post(url)
             .form(&form)
             .timeout(timeout)
