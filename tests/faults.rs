@@ -184,8 +184,7 @@ async fn tokens_revoked_mid_batch_and_credentials_rotated_mid_invocation() {
         let (stop, url, endpoint) = (stop.clone(), dsp.url.clone(), moto.endpoint.clone());
         tokio::spawn(async move {
             let http = reqwest::Client::new();
-            let moto = MotoRef(endpoint);
-            let clients = moto.clients().await;
+            let clients = Clients::for_endpoint(&endpoint).await;
             let mut tick = 0;
             while !stop.load(Ordering::Relaxed) {
                 tokio::time::sleep(Duration::from_millis(400)).await;
@@ -242,28 +241,4 @@ async fn events_the_dsp_forgets_or_fails_transiently_are_redelivered() {
     let b = batch();
     redeliver_until_done(&f, &b).await;
     check_invariant(&dsp, &clients, &b).await;
-}
-
-/// Clients for a moto endpoint owned elsewhere.
-struct MotoRef(String);
-
-impl MotoRef {
-    async fn clients(&self) -> Clients {
-        let config = aws_config::defaults(aws_config::BehaviorVersion::latest())
-            .region(aws_config::Region::new("us-east-1"))
-            .endpoint_url(&self.0)
-            .credentials_provider(aws_sdk_s3::config::Credentials::new(
-                "testing", "testing", None, None, "tests",
-            ))
-            .load()
-            .await;
-        let s3 = aws_sdk_s3::config::Builder::from(&config)
-            .force_path_style(true)
-            .build();
-        Clients {
-            s3: aws_sdk_s3::Client::from_conf(s3),
-            sqs: aws_sdk_sqs::Client::new(&config),
-            secrets: aws_sdk_secretsmanager::Client::new(&config),
-        }
-    }
 }

@@ -119,14 +119,7 @@ impl Moto {
 
     /// The SDK configuration for it.
     pub async fn sdk_config(&self) -> aws_config::SdkConfig {
-        aws_config::defaults(aws_config::BehaviorVersion::latest())
-            .region(aws_config::Region::new("us-east-1"))
-            .endpoint_url(&self.endpoint)
-            .credentials_provider(aws_sdk_s3::config::Credentials::new(
-                "testing", "testing", None, None, "tests",
-            ))
-            .load()
-            .await
+        sdk_config(&self.endpoint).await
     }
 
     /// The function's environment for it.
@@ -142,16 +135,20 @@ impl Moto {
 
     /// Clients.
     pub async fn clients(&self) -> Clients {
-        let config = self.sdk_config().await;
-        let s3 = aws_sdk_s3::config::Builder::from(&config)
-            .force_path_style(true)
-            .build();
-        Clients {
-            s3: aws_sdk_s3::Client::from_conf(s3),
-            sqs: aws_sdk_sqs::Client::new(&config),
-            secrets: aws_sdk_secretsmanager::Client::new(&config),
-        }
+        Clients::for_endpoint(&self.endpoint).await
     }
+}
+
+/// The SDK configuration for an emulator at `endpoint`.
+pub async fn sdk_config(endpoint: &str) -> aws_config::SdkConfig {
+    aws_config::defaults(aws_config::BehaviorVersion::latest())
+        .region(aws_config::Region::new("us-east-1"))
+        .endpoint_url(endpoint)
+        .credentials_provider(aws_sdk_s3::config::Credentials::new(
+            "testing", "testing", None, None, "tests",
+        ))
+        .load()
+        .await
 }
 
 /// SDK clients for test setup and inspection.
@@ -162,6 +159,19 @@ pub struct Clients {
 }
 
 impl Clients {
+    /// Clients of the emulator at `endpoint`.
+    pub async fn for_endpoint(endpoint: &str) -> Self {
+        let config = sdk_config(endpoint).await;
+        let s3 = aws_sdk_s3::config::Builder::from(&config)
+            .force_path_style(true)
+            .build();
+        Clients {
+            s3: aws_sdk_s3::Client::from_conf(s3),
+            sqs: aws_sdk_sqs::Client::new(&config),
+            secrets: aws_sdk_secretsmanager::Client::new(&config),
+        }
+    }
+
     pub async fn bucket(&self, name: &str) {
         self.s3
             .create_bucket()
