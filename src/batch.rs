@@ -1,9 +1,9 @@
 //! Batching: valid events → DSP requests of at most `DSP_MAX_EVENTS_PER_REQUEST` events, one
 //! source each. Events keep their origin so that each per-event result traces back.
 
-use serde::Serialize;
+use std::io::Write;
 
-use crate::event::{Source, Validated};
+use crate::event::{ConversionEvent, Source, Validated};
 
 /// One DSP request's worth of events.
 #[derive(Debug, Clone)]
@@ -12,22 +12,6 @@ pub struct Batch {
     pub source: Source,
     /// The events, in request order (the DSP's `index` − 1).
     pub events: Vec<Validated>,
-}
-
-#[derive(Serialize)]
-#[serde(rename_all = "camelCase")]
-struct Body<'a> {
-    source: Source,
-    event_data: EventData<'a>,
-}
-
-/// The events of a body, serialized as an array of their DSP shape without collecting them.
-struct EventData<'a>(&'a [Validated]);
-
-impl Serialize for EventData<'_> {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.collect_seq(self.0.iter().map(|v| &v.event))
-    }
 }
 
 /// Room for one serialized event, so that a body is written without growing its buffer.
@@ -55,16 +39,93 @@ impl Batch {
 
 /// The request body for `events` of `source`.
 pub fn body(source: Source, events: &[Validated]) -> Vec<u8> {
-    let body = Body {
-        source,
-        event_data: EventData(events),
-    };
     let mut out = Vec::with_capacity(64 + events.len() * EVENT_BYTES);
-    // Serializing plain structs of strings and numbers into a Vec cannot fail.
-    match serde_json::to_writer(&mut out, &body) {
-        Ok(()) => out,
-        Err(_) => Vec::new(),
+    out.extend_from_slice(b"{\"source\":\"");
+    out.extend_from_slice(source.as_str().as_bytes());
+    out.extend_from_slice(b"\",\"eventData\":[");
+    for (i, v) in events.iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        write_event(&mut out, &v.event);
     }
+    out.extend_from_slice(b"]}");
+    out
+}
+
+/// Writes one event exactly as serde_json writes `ConversionEvent` (a property test holds the
+/// bytes equal), without serde's per-field machinery: this runs for every event sent.
+fn write_event(out: &mut Vec<u8>, e: &ConversionEvent) {
+    out.extend_from_slice(b"{\"conversionDefinitionId\":");
+    write_str(out, &e.conversion_definition_id);
+    out.extend_from_slice(b",\"name\":");
+    write_str(out, &e.name);
+    out.extend_from_slice(b",\"timestamp\":");
+    write_str(out, &e.timestamp);
+    out.extend_from_slice(b",\"countryCode\":");
+    write_str(out, e.country_code);
+    out.extend_from_slice(b",\"matchKeys\":[");
+    for (i, key) in e.match_keys.iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        out.extend_from_slice(b"{\"type\":\"");
+        out.extend_from_slice(key.kind.as_str().as_bytes());
+        out.extend_from_slice(b"\",\"values\":[");
+        for (j, value) in key.values.iter().enumerate() {
+            if j > 0 {
+                out.push(b',');
+            }
+            write_str(out, value);
+        }
+        out.extend_from_slice(b"]}");
+    }
+    out.extend_from_slice(b"],\"clientDedupeId\":");
+    write_str(out, &e.client_dedupe_id);
+    if let Some(value) = e.value {
+        out.extend_from_slice(b",\"value\":");
+        write_amount(out, value.cents());
+    }
+    if let Some(currency) = e.currency_code {
+        out.extend_from_slice(b",\"currencyCode\":");
+        write_str(out, currency.as_str());
+    }
+    if let Some(units) = e.units_sold {
+        out.extend_from_slice(b",\"unitsSold\":");
+        let _ = write!(out, "{units}");
+    }
+    if let Some(options) = e.data_processing_options {
+        out.extend_from_slice(b",\"dataProcessingOptions\":");
+        write_str(out, options);
+    }
+    out.push(b'}');
+}
+
+/// A JSON string: as is when nothing needs escaping (hashes, codes, most names), else through
+/// serde_json, which escapes control characters, `"` and `\`.
+fn write_str(out: &mut Vec<u8>, s: &str) {
+    if s.bytes().all(|b| b >= 0x20 && b != b'"' && b != b'\\') {
+        out.push(b'"');
+        out.extend_from_slice(s.as_bytes());
+        out.push(b'"');
+    } else if serde_json::to_writer(&mut *out, s).is_err() {
+        // Writing into a Vec cannot fail; keep the JSON well-formed regardless.
+        out.extend_from_slice(b"\"\"");
+    }
+}
+
+/// An amount as serde_json writes the f64 `cents / 100` (shortest round-trip form): `12.0`,
+/// `12.3`, `12.35`. Exact below 10^14, and amounts stop at 10^13.
+fn write_amount(out: &mut Vec<u8>, cents: u64) {
+    let (units, hundredths) = (cents / 100, cents % 100);
+    // Writing into a Vec cannot fail.
+    let _ = if hundredths == 0 {
+        write!(out, "{units}.0")
+    } else if hundredths % 10 == 0 {
+        write!(out, "{units}.{}", hundredths / 10)
+    } else {
+        write!(out, "{units}.{hundredths:02}")
+    };
 }
 
 /// Fills one open batch per source and hands out each when it is full.
@@ -113,7 +174,7 @@ mod tests {
     use proptest::prelude::*;
 
     use super::*;
-    use crate::event::{ConversionEvent, MatchKey, MatchKeyType};
+    use crate::event::{Amount, CurrencyCode, MatchKey, MatchKeyType};
     use crate::origin::{Origin, Position, Unit};
 
     fn event(source: Source, record: u64) -> Validated {
@@ -153,7 +214,60 @@ mod tests {
         assert_eq!(body["eventData"][0]["matchKeys"][0]["type"], "MAID");
     }
 
+    fn arbitrary_event() -> impl Strategy<Value = ConversionEvent> {
+        let text = "\\PC{0,12}|[\"\\\\\u{0}-\u{1f}a-z]{0,6}";
+        (
+            (text, text, text, text),
+            prop::collection::vec(prop::collection::vec(text, 1..3), 1..3),
+            prop::option::of(0u64..=Amount::MAX_CENTS),
+            prop::option::of(any::<u64>()),
+            any::<(bool, bool)>(),
+        )
+            .prop_map(
+                |((id, name, ts, dedupe), keys, cents, units, (currency, limited))| {
+                    ConversionEvent {
+                        conversion_definition_id: id.into(),
+                        name: name.into(),
+                        timestamp: ts,
+                        country_code: "US",
+                        match_keys: keys
+                            .into_iter()
+                            .map(|values| MatchKey {
+                                kind: MatchKeyType::RampId,
+                                values,
+                            })
+                            .collect(),
+                        client_dedupe_id: dedupe,
+                        value: cents.map(|c| {
+                            Amount::parse(&format!("{}.{:02}", c / 100, c % 100)).unwrap()
+                        }),
+                        currency_code: currency.then(|| CurrencyCode::parse("EUR").unwrap()),
+                        units_sold: units,
+                        data_processing_options: limited.then_some("LIMITED_DATA_USE"),
+                    }
+                },
+            )
+    }
+
     proptest! {
+        #[test]
+        fn hand_written_bodies_are_what_serde_json_writes(events in prop::collection::vec(arbitrary_event(), 1..5)) {
+            let validated: Vec<Validated> = events.iter().enumerate().map(|(i, e)| {
+                let mut v = event(Source::AmazonAdTag, i as u64);
+                v.event = e.clone();
+                v
+            }).collect();
+            #[derive(serde::Serialize)]
+            #[serde(rename_all = "camelCase")]
+            struct Expected<'a> {
+                source: Source,
+                event_data: &'a [ConversionEvent],
+            }
+            let expected = serde_json::to_vec(&Expected { source: Source::AmazonAdTag, event_data: &events }).unwrap();
+            let got = body(Source::AmazonAdTag, &validated);
+            prop_assert_eq!(String::from_utf8(got).unwrap(), String::from_utf8(expected).unwrap());
+        }
+
         #[test]
         fn every_event_in_exactly_one_batch_within_limits(
             max in 1usize..=100,

@@ -34,6 +34,22 @@ pub enum MatchKeyType {
 }
 
 impl MatchKeyType {
+    /// The DSP's name of the type.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Address => "ADDRESS",
+            Self::City => "CITY",
+            Self::Email => "EMAIL",
+            Self::FirstName => "FIRST_NAME",
+            Self::LastName => "LAST_NAME",
+            Self::Maid => "MAID",
+            Self::Phone => "PHONE",
+            Self::Postal => "POSTAL",
+            Self::RampId => "RAMP_ID",
+            Self::State => "STATE",
+        }
+    }
+
     /// Every type, for messages.
     pub const NAMES: &'static str =
         "ADDRESS CITY EMAIL FIRST_NAME LAST_NAME MAID PHONE POSTAL RAMP_ID STATE";
