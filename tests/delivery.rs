@@ -48,14 +48,7 @@ impl World {
     }
 
     async fn accepted_ids(&self) -> Vec<String> {
-        let mut ids: Vec<String> = self.dsp.state().await["accepted"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|e| e["clientDedupeId"].as_str().unwrap().to_owned())
-            .collect();
-        ids.sort();
-        ids
+        self.dsp.accepted_ids().await
     }
 }
 

@@ -87,13 +87,7 @@ async fn redeliver_until_done(f: &Function, batch: &Batch) -> usize {
 }
 
 async fn check_invariant(dsp: &FakeDsp, clients: &Clients, batch: &Batch) {
-    let state = dsp.state().await;
-    let accepted: Vec<String> = state["accepted"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|e| e["clientDedupeId"].as_str().unwrap().to_owned())
-        .collect();
+    let accepted = dsp.accepted_ids().await;
     let unique: BTreeSet<String> = accepted.iter().cloned().collect();
     assert_eq!(unique.len(), accepted.len(), "an event was stored twice");
     assert_eq!(unique, batch.valid, "accepted ≠ valid");

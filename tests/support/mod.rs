@@ -366,6 +366,19 @@ impl FakeDsp {
     pub fn output(&self) -> String {
         self.proc.output()
     }
+
+    /// The `clientDedupeId` of every stored event, sorted (duplicates kept: the fake stores
+    /// each id once, so a duplicate here is a bug).
+    pub async fn accepted_ids(&self) -> Vec<String> {
+        let mut ids: Vec<String> = self.state().await["accepted"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| e["clientDedupeId"].as_str().unwrap().to_owned())
+            .collect();
+        ids.sort();
+        ids
+    }
 }
 
 /// The real `dsp-conversions` binary under the runtime emulator.
