@@ -236,6 +236,23 @@ impl Clients {
         lines
     }
 
+    /// `(messageId, record)` of every line of the rejects objects in `bucket`.
+    pub async fn rejected_origins(
+        &self,
+        bucket: &str,
+    ) -> std::collections::BTreeSet<(String, u64)> {
+        self.ndjson_lines(bucket)
+            .await
+            .iter()
+            .map(|l| {
+                (
+                    l["origin"]["messageId"].as_str().unwrap().to_owned(),
+                    l["origin"]["record"].as_u64().unwrap(),
+                )
+            })
+            .collect()
+    }
+
     pub async fn queue(&self, name: &str) -> String {
         let out = self
             .sqs
