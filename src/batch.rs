@@ -1,8 +1,6 @@
 //! Batching: valid events → DSP requests of at most `DSP_MAX_EVENTS_PER_REQUEST` events, one
 //! source each. Events keep their origin so that each per-event result traces back.
 
-use std::io::Write;
-
 use crate::event::{ConversionEvent, Source, Validated};
 
 /// One DSP request's worth of events.
@@ -92,7 +90,7 @@ fn write_event(out: &mut Vec<u8>, e: &ConversionEvent) {
     }
     if let Some(units) = e.units_sold {
         out.extend_from_slice(b",\"unitsSold\":");
-        let _ = write!(out, "{units}");
+        out.extend_from_slice(itoa::Buffer::new().format(units).as_bytes());
     }
     if let Some(options) = e.data_processing_options {
         out.extend_from_slice(b",\"dataProcessingOptions\":");
@@ -104,7 +102,11 @@ fn write_event(out: &mut Vec<u8>, e: &ConversionEvent) {
 /// A JSON string: as is when nothing needs escaping (hashes, codes, most names), else through
 /// serde_json, which escapes control characters, `"` and `\`.
 fn write_str(out: &mut Vec<u8>, s: &str) {
-    if s.bytes().all(|b| b >= 0x20 && b != b'"' && b != b'\\') {
+    // A fold without early exit, which the compiler vectorizes: most strings here are hashes.
+    let needs_escape = s.bytes().fold(false, |any, b| {
+        any | (b < 0x20) | (b == b'"') | (b == b'\\')
+    });
+    if !needs_escape {
         out.push(b'"');
         out.extend_from_slice(s.as_bytes());
         out.push(b'"');
@@ -117,15 +119,13 @@ fn write_str(out: &mut Vec<u8>, s: &str) {
 /// An amount as serde_json writes the f64 `cents / 100` (shortest round-trip form): `12.0`,
 /// `12.3`, `12.35`. Exact below 10^14, and amounts stop at 10^13.
 fn write_amount(out: &mut Vec<u8>, cents: u64) {
-    let (units, hundredths) = (cents / 100, cents % 100);
-    // Writing into a Vec cannot fail.
-    let _ = if hundredths == 0 {
-        write!(out, "{units}.0")
-    } else if hundredths % 10 == 0 {
-        write!(out, "{units}.{}", hundredths / 10)
-    } else {
-        write!(out, "{units}.{hundredths:02}")
-    };
+    let (units, hundredths) = (cents / 100, (cents % 100) as u8);
+    out.extend_from_slice(itoa::Buffer::new().format(units).as_bytes());
+    out.push(b'.');
+    out.push(b'0' + hundredths / 10);
+    if hundredths % 10 != 0 {
+        out.push(b'0' + hundredths % 10);
+    }
 }
 
 /// Fills one open batch per source and hands out each when it is full.
@@ -184,9 +184,9 @@ mod tests {
                 name: "n".into(),
                 timestamp: "2026-11-28T00:00:00Z".into(),
                 country_code: "US",
-                match_keys: vec![MatchKey {
+                match_keys: smallvec::smallvec![MatchKey {
                     kind: MatchKeyType::Maid,
-                    values: vec!["m".into()],
+                    values: smallvec::smallvec!["m".into()],
                 }],
                 client_dedupe_id: record.to_string(),
                 value: None,
@@ -234,7 +234,7 @@ mod tests {
                             .into_iter()
                             .map(|values| MatchKey {
                                 kind: MatchKeyType::RampId,
-                                values,
+                                values: values.into(),
                             })
                             .collect(),
                         client_dedupe_id: dedupe,

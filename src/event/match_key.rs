@@ -6,6 +6,9 @@ use std::fmt;
 
 use serde::Serialize;
 use sha2::{Digest, Sha256};
+use smallvec::SmallVec;
+
+use super::raw::trim;
 
 /// The kind of a match key.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
@@ -68,7 +71,7 @@ impl MatchKeyType {
             ("RAMP_ID", MatchKeyType::RampId),
             ("STATE", MatchKeyType::State),
         ];
-        let s = s.trim();
+        let s = trim(s);
         TYPES
             .iter()
             .find(|(name, _)| name.eq_ignore_ascii_case(s))
@@ -83,7 +86,7 @@ impl MatchKeyType {
     /// Guesses the type of a simple-shape `userIdentifier`: EMAIL if it has `@`, MAID if it is a
     /// UUID, PHONE if it looks like a phone number; `None` when it is ambiguous.
     pub fn detect(value: &str) -> Option<Self> {
-        let v = value.trim();
+        let v = trim(value);
         if v.contains('@') {
             Some(Self::Email)
         } else if is_uuid(v) {
@@ -102,8 +105,8 @@ pub struct MatchKey {
     /// The type.
     #[serde(rename = "type")]
     pub kind: MatchKeyType,
-    /// Hashed values (or, for MAID and RAMP_ID, the values as given).
-    pub values: Vec<String>,
+    /// Hashed values (or, for MAID and RAMP_ID, the values as given); inline when there is one.
+    pub values: SmallVec<[String; 1]>,
 }
 
 /// Never prints values: MAIDs and RAMP ids are raw identifiers.
@@ -135,7 +138,7 @@ pub enum ValueError {
 /// The value the DSP receives for `raw`: normalized then hashed, passed through when it already
 /// is a SHA-256 hex digest, or (MAID, RAMP_ID) trimmed and sent as given.
 pub fn prepare(kind: MatchKeyType, raw: &str) -> Result<String, ValueError> {
-    let trimmed = raw.trim();
+    let trimmed = trim(raw);
     if !kind.is_hashed() {
         return if trimmed.is_empty() {
             Err(ValueError::Empty)
@@ -161,7 +164,7 @@ thread_local! {
 /// The SHA-256 of a value for the rejects report: normalized when that works, so that it can be
 /// matched with what would have been sent; never the raw value.
 pub fn redact(kind: Option<MatchKeyType>, raw: &str) -> String {
-    let trimmed = raw.trim();
+    let trimmed = trim(raw);
     if is_sha256_hex(trimmed) {
         return trimmed.to_owned();
     }
@@ -182,7 +185,7 @@ pub fn normalize_into(kind: MatchKeyType, value: &str, out: &mut String) -> Resu
             if !value.contains('@') {
                 return Err(ValueError::NotEmail);
             }
-            let value = value.trim();
+            let value = trim(value);
             if value.is_ascii() {
                 out.push_str(value);
                 out.make_ascii_lowercase();
@@ -208,7 +211,7 @@ pub fn normalize_into(kind: MatchKeyType, value: &str, out: &mut String) -> Resu
                 .map(|b| char::from(b.to_ascii_lowercase())),
         ),
         MatchKeyType::Postal => out.extend(value.chars().filter(|c| !c.is_whitespace())),
-        MatchKeyType::Maid | MatchKeyType::RampId => out.push_str(value.trim()),
+        MatchKeyType::Maid | MatchKeyType::RampId => out.push_str(trim(value)),
     }
     if out.is_empty() {
         return Err(ValueError::Empty);
@@ -225,13 +228,12 @@ pub fn sha256_hex(bytes: &[u8]) -> String {
 /// Lower-case hex of `bytes`.
 pub fn hex(bytes: &[u8]) -> String {
     const DIGITS: &[u8; 16] = b"0123456789abcdef";
-    let mut out = vec![0; bytes.len() * 2];
-    for (pair, b) in out.chunks_exact_mut(2).zip(bytes) {
-        pair[0] = DIGITS[usize::from(b >> 4)];
-        pair[1] = DIGITS[usize::from(b & 0xf)];
+    let mut out = String::with_capacity(bytes.len() * 2);
+    for b in bytes {
+        out.push(char::from(DIGITS[usize::from(b >> 4)]));
+        out.push(char::from(DIGITS[usize::from(b & 0xf)]));
     }
-    // Hex digits are ASCII: this cannot fail, and checking costs less than the hashing.
-    String::from_utf8(out).unwrap_or_default()
+    out
 }
 
 /// Whether `s` is 64 lower-case hex characters: a value that was hashed already.

@@ -5,19 +5,20 @@ pub mod amount;
 mod codes;
 pub mod match_key;
 pub mod raw;
+mod scan;
 
 use std::borrow::Cow;
-use std::collections::HashMap;
 use std::sync::Arc;
 
 use serde::Serialize;
+use smallvec::{smallvec, SmallVec};
 use time::format_description::well_known::Rfc3339;
 use time::{Duration, OffsetDateTime};
 
 pub use amount::Amount;
 pub use codes::{country_code, CurrencyCode, Source};
 pub use match_key::{MatchKey, MatchKeyType};
-pub use raw::{Field, RawEvent};
+pub use raw::{trim, Field, RawEvent};
 
 use crate::config::EventDefaults;
 use crate::origin::Origin;
@@ -39,8 +40,8 @@ pub struct ConversionEvent {
     pub timestamp: String,
     /// ISO 3166-1 alpha-2.
     pub country_code: &'static str,
-    /// Normalized, hashed identifiers.
-    pub match_keys: Vec<MatchKey>,
+    /// Normalized, hashed identifiers (inline when there is one key).
+    pub match_keys: SmallVec<[MatchKey; 1]>,
     /// Given, or derived from the origin.
     pub client_dedupe_id: String,
     /// Value, 2 decimals.
@@ -87,9 +88,10 @@ pub struct Validated {
 #[derive(Clone, Debug)]
 pub struct Rules {
     defaults: EventDefaults,
-    /// `DSP_CONVERSION_DEFINITIONS` as shared strings: conversion type → (name, definition id),
-    /// so that events of a configured type copy no strings.
-    definitions: HashMap<Box<str>, (Arc<str>, Arc<str>)>,
+    /// `DSP_CONVERSION_DEFINITIONS` as shared strings, (conversion type, definition id) sorted
+    /// by type, so that events of a configured type copy no strings (and a binary search costs
+    /// less than hashing the name).
+    definitions: Vec<(Arc<str>, Arc<str>)>,
     default_definition: Option<Arc<str>>,
     oldest: OffsetDateTime,
     latest: OffsetDateTime,
@@ -98,16 +100,12 @@ pub struct Rules {
 impl Rules {
     /// Rules at `now` (the start of the invocation).
     pub fn new(defaults: EventDefaults, now: OffsetDateTime) -> Self {
-        let definitions = defaults
+        let mut definitions: Vec<(Arc<str>, Arc<str>)> = defaults
             .conversion_definitions
             .iter()
-            .map(|(name, id)| {
-                (
-                    name.as_str().into(),
-                    (name.as_str().into(), id.as_str().into()),
-                )
-            })
+            .map(|(name, id)| (name.as_str().into(), id.as_str().into()))
             .collect();
+        definitions.sort();
         Self {
             definitions,
             default_definition: defaults
@@ -123,6 +121,14 @@ impl Rules {
     /// The defaults.
     pub fn defaults(&self) -> &EventDefaults {
         &self.defaults
+    }
+
+    /// The configured (type, definition id) of a conversion type.
+    fn definition(&self, conversion_type: &str) -> Option<&(Arc<str>, Arc<str>)> {
+        self.definitions
+            .binary_search_by(|(name, _)| (**name).cmp(conversion_type))
+            .ok()
+            .and_then(|i| self.definitions.get(i))
     }
 }
 
@@ -163,7 +169,7 @@ fn required<'a>(field: Option<Field<'a>>, name: &str) -> Result<Cow<'a, str>, In
     let value = present(field)
         .ok_or_else(|| invalid(Reason::MissingField, format!("field `{name}` is required")))?;
     let s = string(value, name)?;
-    if s.trim().is_empty() {
+    if trim(&s).is_empty() {
         return Err(invalid(
             Reason::MissingField,
             format!("field `{name}` is empty"),
@@ -227,15 +233,15 @@ fn map(
 
     let (name_field, name_name) = either(raw.name, "name", raw.conversion_type, "conversionType")?;
     let name_text = required(name_field, names(name_name, "conversionType"))?;
-    let configured = rules.definitions.get(name_text.trim());
+    let configured = rules.definition(trim(&name_text));
     let name: Arc<str> = match configured {
         Some((name, _)) => name.clone(),
-        None => name_text.trim().into(),
+        None => trim(&name_text).into(),
     };
 
     let defaults = &rules.defaults;
     let conversion_definition_id: Arc<str> = match present(raw.conversion_definition_id) {
-        Some(f) => required(Some(f), "conversionDefinitionId")?.trim().into(),
+        Some(f) => trim(&required(Some(f), "conversionDefinitionId")?).into(),
         None => configured
             .map(|(_, id)| id)
             .or(rules.default_definition.as_ref())
@@ -254,7 +260,7 @@ fn map(
     let country_code = match present(raw.country_code) {
         Some(f) => {
             let s = string(f, "countryCode")?;
-            country_code(s.trim()).ok_or_else(|| {
+            country_code(trim(&s)).ok_or_else(|| {
                 invalid(
                     Reason::InvalidCountryCode,
                     format!("field `countryCode`: {s:?} is not an ISO 3166-1 alpha-2 code (e.g. US, GB, DE)"),
@@ -329,7 +335,7 @@ fn map(
     let currency_code = match present(raw.currency_code) {
         Some(f) => {
             let s = string(f, "currencyCode")?;
-            Some(CurrencyCode::parse(s.trim()).ok_or_else(|| {
+            Some(CurrencyCode::parse(trim(&s)).ok_or_else(|| {
                 invalid(
                     Reason::InvalidCurrencyCode,
                     format!(
@@ -362,7 +368,7 @@ fn map(
         None => None,
         Some(f) => {
             let s = string(f, "dataProcessingOptions")?;
-            if s.trim() != LIMITED_DATA_USE {
+            if trim(&s) != LIMITED_DATA_USE {
                 return Err(invalid(
                     Reason::InvalidField,
                     format!("field `dataProcessingOptions`: {s:?} is not {LIMITED_DATA_USE}"),
@@ -375,7 +381,7 @@ fn map(
     let source = match present(raw.source) {
         Some(f) => {
             let s = string(f, "source")?;
-            Source::parse(s.trim()).ok_or_else(|| {
+            Source::parse(trim(&s)).ok_or_else(|| {
                 invalid(
                     Reason::InvalidSource,
                     format!("field `source`: {s:?} is not AMAZON_AD_TAG or SERVER_TO_SERVER"),
@@ -384,7 +390,7 @@ fn map(
         }
         None => match request_source {
             None => defaults.source,
-            Some(s) => Source::parse(s.trim()).ok_or_else(|| {
+            Some(s) => Source::parse(trim(s)).ok_or_else(|| {
                 invalid(
                     Reason::InvalidSource,
                     format!("request `source`: {s:?} is not AMAZON_AD_TAG or SERVER_TO_SERVER"),
@@ -394,7 +400,7 @@ fn map(
     };
 
     let client_dedupe_id = match present(raw.client_dedupe_id) {
-        Some(f) => required(Some(f), "clientDedupeId")?.trim().to_owned(),
+        Some(f) => trim(&required(Some(f), "clientDedupeId")?).to_owned(),
         None => origin.dedupe_id(),
     };
 
@@ -417,7 +423,7 @@ fn map(
 }
 
 fn timestamp(text: Cow<'_, str>, name: &str, rules: &Rules) -> Result<String, Invalid> {
-    let t = text.trim();
+    let t = trim(&text);
     let parsed = OffsetDateTime::parse(t, &Rfc3339).map_err(|_| {
         let hint = if has_no_offset(t) {
             "has no UTC offset"
@@ -451,7 +457,7 @@ fn has_no_offset(t: &str) -> bool {
         })
 }
 
-fn user_identifier(raw: &RawEvent<'_>) -> Result<Vec<MatchKey>, Invalid> {
+fn user_identifier(raw: &RawEvent<'_>) -> Result<SmallVec<[MatchKey; 1]>, Invalid> {
     let value = required(raw.user_identifier, "userIdentifier")?;
     let kind = match present(raw.user_identifier_type) {
         Some(f) => {
@@ -479,9 +485,9 @@ fn user_identifier(raw: &RawEvent<'_>) -> Result<Vec<MatchKey>, Invalid> {
             format!("field `userIdentifier` ({kind:?}) {e}"),
         )
     })?;
-    Ok(vec![MatchKey {
+    Ok(smallvec![MatchKey {
         kind,
-        values: vec![prepared],
+        values: smallvec![prepared],
     }])
 }
 
@@ -494,18 +500,11 @@ struct RawMatchKey<'a> {
     values: Vec<Cow<'a, str>>,
 }
 
-fn field_text<'a>(f: &Field<'a>) -> &'a str {
-    match *f {
-        Field::Json(raw) => raw.get(),
-        Field::Text(s) => s,
-    }
-}
-
 fn parse_match_keys<'a>(f: &Field<'a>) -> Option<Vec<RawMatchKey<'a>>> {
-    serde_json::from_str(field_text(f)).ok()
+    serde_json::from_str(f.text()).ok()
 }
 
-fn match_keys(f: Field<'_>) -> Result<Vec<MatchKey>, Invalid> {
+fn match_keys(f: Field<'_>) -> Result<SmallVec<[MatchKey; 1]>, Invalid> {
     let keys = parse_match_keys(&f).ok_or_else(|| {
         invalid(
             Reason::InvalidMatchKey,
