@@ -1,7 +1,8 @@
 //! Batching: valid events → DSP requests of at most `DSP_MAX_EVENTS_PER_REQUEST` events, one
 //! source each. Events keep their origin so that each per-event result traces back.
 
-use crate::event::{ConversionEvent, Source, Validated};
+use crate::event::match_key::hex_into;
+use crate::event::{ConversionEvent, MatchValue, Source, Validated};
 
 /// One DSP request's worth of events.
 #[derive(Debug, Clone)]
@@ -74,7 +75,14 @@ fn write_event(out: &mut Vec<u8>, e: &ConversionEvent) {
             if j > 0 {
                 out.push(b',');
             }
-            write_str(out, value);
+            match value {
+                MatchValue::Sha256(digest) => {
+                    out.push(b'"');
+                    hex_into(out, digest);
+                    out.push(b'"');
+                }
+                MatchValue::Given(text) => write_str(out, text),
+            }
         }
         out.extend_from_slice(b"]}");
     }
@@ -172,6 +180,7 @@ mod tests {
     use std::sync::Arc;
 
     use proptest::prelude::*;
+    use sha2::{Digest, Sha256};
 
     use super::*;
     use crate::event::{Amount, CurrencyCode, MatchKey, MatchKeyType};
@@ -186,7 +195,7 @@ mod tests {
                 country_code: "US",
                 match_keys: smallvec::smallvec![MatchKey {
                     kind: MatchKeyType::Maid,
-                    values: smallvec::smallvec!["m".into()],
+                    values: smallvec::smallvec![MatchValue::Given("m".into())],
                 }],
                 client_dedupe_id: record.to_string(),
                 value: None,
@@ -230,11 +239,22 @@ mod tests {
                         name: name.into(),
                         timestamp: ts,
                         country_code: "US",
+                        // Given values (which may need escaping) and digests, alternately.
                         match_keys: keys
                             .into_iter()
-                            .map(|values| MatchKey {
-                                kind: MatchKeyType::RampId,
-                                values: values.into(),
+                            .enumerate()
+                            .map(|(i, values)| match i % 2 {
+                                0 => MatchKey {
+                                    kind: MatchKeyType::RampId,
+                                    values: values.into_iter().map(MatchValue::Given).collect(),
+                                },
+                                _ => MatchKey {
+                                    kind: MatchKeyType::Email,
+                                    values: values
+                                        .iter()
+                                        .map(|v| MatchValue::Sha256(Sha256::digest(v).into()))
+                                        .collect(),
+                                },
                             })
                             .collect(),
                         client_dedupe_id: dedupe,

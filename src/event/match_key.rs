@@ -105,8 +105,74 @@ pub struct MatchKey {
     /// The type.
     #[serde(rename = "type")]
     pub kind: MatchKeyType,
-    /// Hashed values (or, for MAID and RAMP_ID, the values as given); inline when there is one.
-    pub values: SmallVec<[String; 1]>,
+    /// The values; inline when there is one.
+    pub values: SmallVec<[MatchValue; 1]>,
+}
+
+/// One value of a match key as the DSP receives it.
+#[derive(Clone, PartialEq, Eq)]
+pub enum MatchValue {
+    /// A SHA-256 digest, sent as lower-case hex (kept as bytes: hex is written straight into
+    /// the request body).
+    Sha256([u8; 32]),
+    /// A MAID or RAMP id, sent as given (trimmed).
+    Given(String),
+}
+
+impl MatchValue {
+    /// The value as sent.
+    pub fn to_text(&self) -> String {
+        match self {
+            Self::Sha256(digest) => hex(digest),
+            Self::Given(s) => s.clone(),
+        }
+    }
+}
+
+impl fmt::Display for MatchValue {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Sha256(digest) => digest.iter().try_for_each(|b| write!(f, "{b:02x}")),
+            Self::Given(s) => f.write_str(s),
+        }
+    }
+}
+
+/// Never prints a given value: MAIDs and RAMP ids are raw identifiers.
+impl fmt::Debug for MatchValue {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Sha256(_) => write!(f, "Sha256({self})"),
+            Self::Given(s) => write!(f, "Given({} chars)", s.chars().count()),
+        }
+    }
+}
+
+impl Serialize for MatchValue {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl PartialEq<str> for MatchValue {
+    fn eq(&self, other: &str) -> bool {
+        match self {
+            Self::Sha256(digest) => other.len() == 64 && parse_hex(other) == Some(*digest),
+            Self::Given(s) => s == other,
+        }
+    }
+}
+
+impl PartialEq<&str> for MatchValue {
+    fn eq(&self, other: &&str) -> bool {
+        self == *other
+    }
+}
+
+impl PartialEq<String> for MatchValue {
+    fn eq(&self, other: &String) -> bool {
+        self == other.as_str()
+    }
 }
 
 /// Never prints values: MAIDs and RAMP ids are raw identifiers.
@@ -137,23 +203,41 @@ pub enum ValueError {
 
 /// The value the DSP receives for `raw`: normalized then hashed, passed through when it already
 /// is a SHA-256 hex digest, or (MAID, RAMP_ID) trimmed and sent as given.
-pub fn prepare(kind: MatchKeyType, raw: &str) -> Result<String, ValueError> {
+pub fn prepare(kind: MatchKeyType, raw: &str) -> Result<MatchValue, ValueError> {
     let trimmed = trim(raw);
     if !kind.is_hashed() {
         return if trimmed.is_empty() {
             Err(ValueError::Empty)
         } else {
-            Ok(trimmed.to_owned())
+            Ok(MatchValue::Given(trimmed.to_owned()))
         };
     }
-    if is_sha256_hex(trimmed) {
-        return Ok(trimmed.to_owned());
+    if let Some(digest) = parse_hex(trimmed).filter(|_| is_sha256_hex(trimmed)) {
+        return Ok(MatchValue::Sha256(digest));
     }
     NORMALIZED.with(|buf| {
         let mut buf = buf.borrow_mut();
         normalize_into(kind, trimmed, &mut buf)?;
-        Ok(sha256_hex(buf.as_bytes()))
+        Ok(MatchValue::Sha256(Sha256::digest(buf.as_bytes()).into()))
     })
+}
+
+/// The 32 bytes of a 64-character hex digest (either case).
+fn parse_hex(s: &str) -> Option<[u8; 32]> {
+    let bytes = s.as_bytes();
+    if bytes.len() != 64 {
+        return None;
+    }
+    let nibble = |c: u8| {
+        char::from(c)
+            .to_digit(16)
+            .and_then(|d| u8::try_from(d).ok())
+    };
+    let mut out = [0; 32];
+    for (byte, pair) in out.iter_mut().zip(bytes.chunks_exact(2)) {
+        *byte = (nibble(pair[0])? << 4) | nibble(pair[1])?;
+    }
+    Some(out)
 }
 
 thread_local! {
@@ -227,13 +311,20 @@ pub fn sha256_hex(bytes: &[u8]) -> String {
 
 /// Lower-case hex of `bytes`.
 pub fn hex(bytes: &[u8]) -> String {
+    let mut out = Vec::with_capacity(bytes.len() * 2);
+    hex_into(&mut out, bytes);
+    // Hex digits are ASCII: this cannot fail.
+    String::from_utf8(out).unwrap_or_default()
+}
+
+/// Appends the lower-case hex of `bytes` to `out`.
+pub fn hex_into(out: &mut Vec<u8>, bytes: &[u8]) {
     const DIGITS: &[u8; 16] = b"0123456789abcdef";
-    let mut out = String::with_capacity(bytes.len() * 2);
-    for b in bytes {
-        out.push(char::from(DIGITS[usize::from(b >> 4)]));
-        out.push(char::from(DIGITS[usize::from(b & 0xf)]));
-    }
-    out
+    out.extend(
+        bytes
+            .iter()
+            .flat_map(|b| [DIGITS[usize::from(b >> 4)], DIGITS[usize::from(b & 0xf)]]),
+    );
 }
 
 /// Whether `s` is 64 lower-case hex characters: a value that was hashed already.
@@ -379,8 +470,10 @@ mod tests {
         #[test]
         fn preparing_is_idempotent(kind in any_type(), value in "\\PC{0,40}") {
             if let Ok(sent) = prepare(kind, &value) {
-                prop_assert!(is_sha256_hex(&sent));
-                prop_assert_eq!(prepare(kind, &sent).unwrap(), sent);
+                let text = sent.to_text();
+                prop_assert!(is_sha256_hex(&text));
+                prop_assert_eq!(&sent, &text);
+                prop_assert_eq!(prepare(kind, &text).unwrap(), sent);
             }
         }
     }

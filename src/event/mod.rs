@@ -17,7 +17,7 @@ use time::{Duration, OffsetDateTime};
 
 pub use amount::Amount;
 pub use codes::{country_code, CurrencyCode, Source};
-pub use match_key::{MatchKey, MatchKeyType};
+pub use match_key::{MatchKey, MatchKeyType, MatchValue};
 pub use raw::{trim, Field, RawEvent};
 
 use crate::config::EventDefaults;
@@ -65,7 +65,7 @@ impl ConversionEvent {
         for key in &mut copy.match_keys {
             if !key.kind.is_hashed() {
                 for v in &mut key.values {
-                    *v = match_key::redact(Some(key.kind), v);
+                    *v = MatchValue::Given(match_key::redact(Some(key.kind), &v.to_text()));
                 }
             }
         }
