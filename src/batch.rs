@@ -2,6 +2,7 @@
 //! source each. Events keep their origin so that each per-event result traces back.
 
 use crate::event::match_key::hex_into;
+use crate::event::scan::string_end;
 use crate::event::{ConversionEvent, MatchValue, Source, Validated};
 
 /// One DSP request's worth of events.
@@ -62,7 +63,7 @@ fn write_event(out: &mut Vec<u8>, e: &ConversionEvent) {
     out.extend_from_slice(b",\"timestamp\":");
     write_str(out, &e.timestamp);
     out.extend_from_slice(b",\"countryCode\":");
-    write_str(out, e.country_code);
+    write_plain(out, e.country_code);
     out.extend_from_slice(b",\"matchKeys\":[");
     for (i, key) in e.match_keys.iter().enumerate() {
         if i > 0 {
@@ -94,7 +95,7 @@ fn write_event(out: &mut Vec<u8>, e: &ConversionEvent) {
     }
     if let Some(currency) = e.currency_code {
         out.extend_from_slice(b",\"currencyCode\":");
-        write_str(out, currency.as_str());
+        write_plain(out, currency.as_str());
     }
     if let Some(units) = e.units_sold {
         out.extend_from_slice(b",\"unitsSold\":");
@@ -102,26 +103,27 @@ fn write_event(out: &mut Vec<u8>, e: &ConversionEvent) {
     }
     if let Some(options) = e.data_processing_options {
         out.extend_from_slice(b",\"dataProcessingOptions\":");
-        write_str(out, options);
+        write_plain(out, options);
     }
     out.push(b'}');
 }
 
-/// A JSON string: as is when nothing needs escaping (hashes, codes, most names), else through
-/// serde_json, which escapes control characters, `"` and `\`.
+/// A JSON string: as is when nothing needs escaping (nearly always), else through serde_json,
+/// which escapes control characters, `"` and `\\`.
 fn write_str(out: &mut Vec<u8>, s: &str) {
-    // A fold without early exit, which the compiler vectorizes: most strings here are hashes.
-    let needs_escape = s.bytes().fold(false, |any, b| {
-        any | (b < 0x20) | (b == b'"') | (b == b'\\')
-    });
-    if !needs_escape {
-        out.push(b'"');
-        out.extend_from_slice(s.as_bytes());
-        out.push(b'"');
+    if string_end(s.as_bytes()).is_none() {
+        write_plain(out, s);
     } else if serde_json::to_writer(&mut *out, s).is_err() {
         // Writing into a Vec cannot fail; keep the JSON well-formed regardless.
         out.extend_from_slice(b"\"\"");
     }
+}
+
+/// A JSON string known to need no escaping (codes and constants of this crate).
+fn write_plain(out: &mut Vec<u8>, s: &str) {
+    out.push(b'"');
+    out.extend_from_slice(s.as_bytes());
+    out.push(b'"');
 }
 
 /// An amount as serde_json writes the f64 `cents / 100` (shortest round-trip form): `12.0`,

@@ -5,7 +5,7 @@ pub mod amount;
 mod codes;
 pub mod match_key;
 pub mod raw;
-mod scan;
+pub(crate) mod scan;
 
 use std::borrow::Cow;
 use std::sync::Arc;

@@ -32,12 +32,11 @@ pub(super) fn event(text: &str) -> Option<RawEvent<'_>> {
     } else {
         loop {
             c.expect(b'"')?;
-            let name = c.plain_string()?;
+            let index = c.field_name()?;
             c.whitespace();
             c.expect(b':')?;
             c.whitespace();
             let value = c.value()?;
-            let index = field_index(name)?;
             if seen & (1 << index) != 0 {
                 return None;
             }
@@ -56,32 +55,8 @@ pub(super) fn event(text: &str) -> Option<RawEvent<'_>> {
     (c.at == c.bytes.len()).then_some(event)
 }
 
-/// The index of a field in [`super::raw::FIELD_NAMES`], by a match the compiler turns into a
-/// length switch and a few comparisons.
-fn field_index(name: &str) -> Option<usize> {
-    Some(match name {
-        "conversionDefinitionId" => 0,
-        "name" => 1,
-        "timestamp" => 2,
-        "countryCode" => 3,
-        "matchKeys" => 4,
-        "clientDedupeId" => 5,
-        "value" => 6,
-        "currencyCode" => 7,
-        "unitsSold" => 8,
-        "dataProcessingOptions" => 9,
-        "eventTime" => 10,
-        "conversionValue" => 11,
-        "userIdentifier" => 12,
-        "userIdentifierType" => 13,
-        "conversionType" => 14,
-        "source" => 15,
-        _ => return None,
-    })
-}
-
 /// The index of the first `"`, `\\` or control character of `bytes`: eight bytes at a time.
-fn string_end(bytes: &[u8]) -> Option<usize> {
+pub(crate) fn string_end(bytes: &[u8]) -> Option<usize> {
     const ONES: u64 = u64::from_ne_bytes([0x01; 8]);
     const HIGH: u64 = u64::from_ne_bytes([0x80; 8]);
     let mut chunks = bytes.chunks_exact(8);
@@ -136,6 +111,37 @@ impl<'a> Cursor<'a> {
         while let Some(b' ' | b'\t' | b'\n' | b'\r') = self.peek() {
             self.at += 1;
         }
+    }
+
+    /// After an opening quote: the index in [`FIELD_NAMES`] of the field named up to the closing
+    /// quote, compared in place against the known names (no scan for the quote; each compare is
+    /// a few word loads). Any other name, or one with an escape, is `None`.
+    fn field_name(&mut self) -> Option<usize> {
+        let rest = self.bytes.get(self.at..)?;
+        macro_rules! names {
+            ($($name:literal => $index:literal),*) => {
+                $(if rest.starts_with($name) { Some(($index, $name.len())) } else)* { None }
+            };
+        }
+        let (index, len) = match rest.first()? {
+            b'c' => names!(
+                b"conversionType\"" => 14, b"conversionValue\"" => 11, b"countryCode\"" => 3,
+                b"currencyCode\"" => 7, b"clientDedupeId\"" => 5, b"conversionDefinitionId\"" => 0
+            ),
+            b'd' => names!(b"dataProcessingOptions\"" => 9),
+            b'e' => names!(b"eventTime\"" => 10),
+            b'm' => names!(b"matchKeys\"" => 4),
+            b'n' => names!(b"name\"" => 1),
+            b's' => names!(b"source\"" => 15),
+            b't' => names!(b"timestamp\"" => 2),
+            b'u' => names!(
+                b"userIdentifier\"" => 12, b"userIdentifierType\"" => 13, b"unitsSold\"" => 8
+            ),
+            b'v' => names!(b"value\"" => 6),
+            _ => None,
+        }?;
+        self.at += len;
+        Some(index)
     }
 
     /// After an opening quote: the string up to its closing quote, if it has no escapes and no
@@ -256,6 +262,20 @@ mod tests {
     }
 
     #[test]
+    fn every_field_name_is_known_by_its_index() {
+        for (index, name) in FIELD_NAMES.iter().enumerate() {
+            let text = format!("{name}\"");
+            let mut c = Cursor {
+                text: &text,
+                bytes: text.as_bytes(),
+                at: 0,
+            };
+            assert_eq!(c.field_name(), Some(index), "{name}");
+            assert_eq!(c.at, text.len());
+        }
+    }
+
+    #[test]
     fn the_common_record_takes_the_fast_path() {
         let text = r#" {"eventTime":"2026-11-28T17:50:16Z", "conversionValue":-0.015e+2,
             "userIdentifier":"a@b.c","unitsSold":null,"matchKeys":[{"type":"EMAIL","values":["x"]}]}
@@ -303,7 +323,10 @@ mod tests {
             FIELD_NAMES
                 .iter()
                 .map(|n| format!("\"{n}\""))
-                .chain(["\"nope\"".into(), "\"na\\u006de\"".into()])
+                .chain(
+                    ["\"nope\"", "\"na\\u006de\"", "\"nameX\"", "\"userIdentifierTyp\"", "\"sourc\""]
+                        .map(String::from),
+                )
                 .collect::<Vec<_>>(),
         )
     }
