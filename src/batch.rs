@@ -199,7 +199,7 @@ mod tests {
                     kind: MatchKeyType::Maid,
                     values: smallvec::smallvec![MatchValue::Given("m".into())],
                 }],
-                client_dedupe_id: record.to_string(),
+                client_dedupe_id: record.to_string().into(),
                 value: None,
                 currency_code: None,
                 units_sold: None,
@@ -239,7 +239,7 @@ mod tests {
                     ConversionEvent {
                         conversion_definition_id: id.into(),
                         name: name.into(),
-                        timestamp: ts,
+                        timestamp: ts.into(),
                         country_code: "US",
                         // Given values (which may need escaping) and digests, alternately.
                         match_keys: keys
@@ -259,7 +259,7 @@ mod tests {
                                 },
                             })
                             .collect(),
-                        client_dedupe_id: dedupe,
+                        client_dedupe_id: dedupe.into(),
                         value: cents.map(|c| {
                             Amount::parse(&format!("{}.{:02}", c / 100, c % 100)).unwrap()
                         }),

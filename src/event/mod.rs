@@ -6,6 +6,7 @@ mod codes;
 pub mod match_key;
 pub mod raw;
 pub(crate) mod scan;
+mod text;
 
 use std::borrow::Cow;
 use std::sync::Arc;
@@ -19,6 +20,7 @@ pub use amount::Amount;
 pub use codes::{country_code, CurrencyCode, Source};
 pub use match_key::{MatchKey, MatchKeyType, MatchValue};
 pub use raw::{trim, Field, RawEvent};
+pub use text::Text;
 
 use crate::config::EventDefaults;
 use crate::origin::Origin;
@@ -37,13 +39,13 @@ pub struct ConversionEvent {
     /// Name of the event (shared when it is a configured conversion type).
     pub name: Arc<str>,
     /// ISO-8601 with offset.
-    pub timestamp: String,
+    pub timestamp: Text,
     /// ISO 3166-1 alpha-2.
     pub country_code: &'static str,
     /// Normalized, hashed identifiers (inline when there is one key).
     pub match_keys: SmallVec<[MatchKey; 1]>,
     /// Given, or derived from the origin.
-    pub client_dedupe_id: String,
+    pub client_dedupe_id: Text,
     /// Value, 2 decimals.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub value: Option<Amount>,
@@ -400,8 +402,8 @@ fn map(
     };
 
     let client_dedupe_id = match present(raw.client_dedupe_id) {
-        Some(f) => trim(&required(Some(f), "clientDedupeId")?).to_owned(),
-        None => origin.dedupe_id(),
+        Some(f) => Text::from(trim(&required(Some(f), "clientDedupeId")?)),
+        None => origin.dedupe_id().into(),
     };
 
     Ok(Validated {
@@ -422,7 +424,7 @@ fn map(
     })
 }
 
-fn timestamp(text: Cow<'_, str>, name: &str, rules: &Rules) -> Result<String, Invalid> {
+fn timestamp(text: Cow<'_, str>, name: &str, rules: &Rules) -> Result<Text, Invalid> {
     let t = trim(&text);
     let parsed = OffsetDateTime::parse(t, &Rfc3339).map_err(|_| {
         let hint = if has_no_offset(t) {
@@ -447,7 +449,7 @@ fn timestamp(text: Cow<'_, str>, name: &str, rules: &Rules) -> Result<String, In
             format!("field `{name}`: {t} is more than 5 minutes in the future"),
         ));
     }
-    Ok(t.to_owned())
+    Ok(Text::from(t))
 }
 
 fn has_no_offset(t: &str) -> bool {

@@ -324,8 +324,14 @@ mod tests {
                 .iter()
                 .map(|n| format!("\"{n}\""))
                 .chain(
-                    ["\"nope\"", "\"na\\u006de\"", "\"nameX\"", "\"userIdentifierTyp\"", "\"sourc\""]
-                        .map(String::from),
+                    [
+                        "\"nope\"",
+                        "\"na\\u006de\"",
+                        "\"nameX\"",
+                        "\"userIdentifierTyp\"",
+                        "\"sourc\"",
+                    ]
+                    .map(String::from),
                 )
                 .collect::<Vec<_>>(),
         )
