@@ -3,7 +3,7 @@
 
 use crate::event::match_key::hex_into;
 use crate::event::scan::string_end;
-use crate::event::{ConversionEvent, MatchValue, Source, Validated};
+use crate::event::{ConversionEvent, MatchValue, Source, Text, Validated};
 
 /// One DSP request's worth of events.
 #[derive(Debug, Clone)]
@@ -61,7 +61,7 @@ fn write_event(out: &mut Vec<u8>, e: &ConversionEvent) {
     out.extend_from_slice(b",\"name\":");
     write_str(out, &e.name);
     out.extend_from_slice(b",\"timestamp\":");
-    write_str(out, &e.timestamp);
+    write_text(out, &e.timestamp);
     out.extend_from_slice(b",\"countryCode\":");
     write_plain(out, e.country_code);
     out.extend_from_slice(b",\"matchKeys\":[");
@@ -88,7 +88,7 @@ fn write_event(out: &mut Vec<u8>, e: &ConversionEvent) {
         out.extend_from_slice(b"]}");
     }
     out.extend_from_slice(b"],\"clientDedupeId\":");
-    write_str(out, &e.client_dedupe_id);
+    write_text(out, &e.client_dedupe_id);
     if let Some(value) = e.value {
         out.extend_from_slice(b",\"value\":");
         write_amount(out, value.cents());
@@ -116,6 +116,18 @@ fn write_str(out: &mut Vec<u8>, s: &str) {
     } else if serde_json::to_writer(&mut *out, s).is_err() {
         // Writing into a Vec cannot fail; keep the JSON well-formed regardless.
         out.extend_from_slice(b"\"\"");
+    }
+}
+
+/// [`write_str`] for inline text, without re-checking its UTF-8 when it needs no escaping.
+fn write_text(out: &mut Vec<u8>, text: &Text) {
+    let bytes = text.as_bytes();
+    if string_end(bytes).is_none() {
+        out.push(b'"');
+        out.extend_from_slice(bytes);
+        out.push(b'"');
+    } else {
+        write_str(out, text.as_str());
     }
 }
 

@@ -19,6 +19,13 @@ impl Text {
     }
 }
 
+impl Text {
+    /// The text's bytes (UTF-8), without the check `as_str` makes: for writing request bodies.
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.0
+    }
+}
+
 impl From<&str> for Text {
     fn from(s: &str) -> Self {
         Self(SmallVec::from_slice(s.as_bytes()))
