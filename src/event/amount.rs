@@ -28,6 +28,14 @@ impl Amount {
     /// Parses a JSON-style decimal (`12`, `-0.5`, `1.5e3`) and rounds it to 2 decimals, half away
     /// from zero.
     pub fn parse(text: &str) -> Result<Self, AmountError> {
+        match Self::parse_plain(text) {
+            Some(amount) => Ok(amount),
+            None => Self::parse_general(text),
+        }
+    }
+
+    /// Any decimal, with sign and exponent.
+    fn parse_general(text: &str) -> Result<Self, AmountError> {
         let (negative, rest) = match text.strip_prefix('-') {
             Some(r) => (true, r),
             None => (false, text.strip_prefix('+').unwrap_or(text)),
@@ -94,6 +102,28 @@ impl Amount {
         Ok(Self(cents))
     }
 
+    /// The fast path of [`Amount::parse`] for what nearly every value looks like: `digits` or
+    /// `digits.digits`, at most 13 digits before the point. `None` for anything else (sign,
+    /// exponent, too long, not a number), which the general path then decides.
+    fn parse_plain(text: &str) -> Option<Self> {
+        let (int, frac) = text.split_once('.').unwrap_or((text, ""));
+        let digits = |s: &str| s.bytes().all(|b| b.is_ascii_digit());
+        if int.is_empty() || int.len() > 13 || !digits(int) || !digits(frac) {
+            return None;
+        }
+        if text.len() > int.len() && frac.is_empty() {
+            return None; // "12." is not a JSON number; the general path decides.
+        }
+        let units = int.bytes().fold(0u64, |n, b| n * 10 + u64::from(b - b'0'));
+        let mut places = frac.bytes().map(|b| u64::from(b - b'0'));
+        let tenths = places.next().unwrap_or(0);
+        let hundredths = places.next().unwrap_or(0);
+        // Half away from zero: the third decimal alone decides (≥ 5 means ≥ 0.005).
+        let round_up = places.next().is_some_and(|d| d >= 5);
+        let cents = units * 100 + tenths * 10 + hundredths + u64::from(round_up);
+        (cents <= Self::MAX_CENTS).then_some(Self(cents))
+    }
+
     /// The amount in hundredths.
     pub fn cents(self) -> u64 {
         self.0
@@ -155,6 +185,15 @@ mod tests {
     }
 
     proptest! {
+        #[test]
+        fn the_fast_path_agrees_with_the_general_one(
+            text in "[0-9]{0,15}(\\.[0-9]{0,6})?|[0-9.eE+-]{0,8}"
+        ) {
+            if let Some(fast) = Amount::parse_plain(&text) {
+                prop_assert_eq!(Ok(fast), Amount::parse_general(&text), "{}", text);
+            }
+        }
+
         #[test]
         fn serialized_amounts_parse_back(c in 0u64..=Amount::MAX_CENTS) {
             let text = serde_json::to_string(&Amount(c)).unwrap();
