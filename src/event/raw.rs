@@ -202,8 +202,9 @@ impl<'a> RawEvent<'a> {
     /// Parses one JSON object: the fast path for the common record, serde_json for the rest
     /// (and for every error).
     pub fn from_json(text: &'a str) -> serde_json::Result<Self> {
-        match super::scan::event(text) {
-            Some(event) => Ok(event),
+        let mut event = RawEvent::default();
+        match super::scan::event(text, &mut event) {
+            Some(()) => Ok(event),
             None => serde_json::from_str(text),
         }
     }

@@ -14,14 +14,14 @@ use super::raw::{Field, RawEvent};
 /// Nested values with more brackets than this are left to serde_json (its recursion limit).
 const MAX_NESTED_BRACKETS: usize = 64;
 
-/// Scans `text` as one event object; `None` means "ask serde_json".
-pub(super) fn event(text: &str) -> Option<RawEvent<'_>> {
+/// Scans `text` as one event object into `event` (empty on entry; filled in place, as copying
+/// its 16 fields costs more than a short record's scan); `None` means "ask serde_json".
+pub(super) fn event<'a>(text: &'a str, event: &mut RawEvent<'a>) -> Option<()> {
     let mut c = Cursor {
         text,
         bytes: text.as_bytes(),
         at: 0,
     };
-    let mut event = RawEvent::default();
     // Fields seen, by index: serde_json rejects a repeated one, even after a `null`.
     let mut seen = 0u16;
     c.whitespace();
@@ -52,7 +52,7 @@ pub(super) fn event(text: &str) -> Option<RawEvent<'_>> {
         }
     }
     c.whitespace();
-    (c.at == c.bytes.len()).then_some(event)
+    (c.at == c.bytes.len()).then_some(())
 }
 
 /// The index of the first `"`, `\\` or control character of `bytes`: eight bytes at a time.
@@ -239,6 +239,11 @@ mod tests {
     use super::*;
     use crate::event::raw::FIELD_NAMES;
 
+    fn scan(text: &str) -> Option<RawEvent<'_>> {
+        let mut e = RawEvent::default();
+        event(text, &mut e).map(|()| e)
+    }
+
     /// What a parse produced, comparable: each present field's text and string value.
     fn shape(event: &RawEvent<'_>) -> Vec<(usize, String)> {
         let mut copy = *event;
@@ -252,7 +257,7 @@ mod tests {
 
     fn agree(text: &str) -> Result<(), TestCaseError> {
         let slow = serde_json::from_str::<RawEvent<'_>>(text);
-        if let Some(fast) = event(text) {
+        if let Some(fast) = scan(text) {
             let slow = slow.map_err(|e| {
                 TestCaseError::fail(format!("fast path accepted {text:?}; serde_json: {e}"))
             })?;
@@ -280,7 +285,7 @@ mod tests {
         let text = r#" {"eventTime":"2026-11-28T17:50:16Z", "conversionValue":-0.015e+2,
             "userIdentifier":"a@b.c","unitsSold":null,"matchKeys":[{"type":"EMAIL","values":["x"]}]}
             "#;
-        let fast = event(text).expect("fast path");
+        let fast = scan(text).expect("fast path");
         assert!(matches!(
             fast.event_time,
             Some(Field::Plain("\"2026-11-28T17:50:16Z\""))
@@ -314,7 +319,7 @@ mod tests {
             r#"[]"#,
             "",
         ] {
-            assert!(event(text).is_none(), "{text}");
+            assert!(scan(text).is_none(), "{text}");
         }
     }
 
