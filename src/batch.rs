@@ -63,7 +63,7 @@ fn write_event(out: &mut Vec<u8>, e: &ConversionEvent) {
     out.extend_from_slice(b",\"timestamp\":");
     write_text(out, &e.timestamp);
     out.extend_from_slice(b",\"countryCode\":");
-    write_plain(out, e.country_code);
+    write_plain(out, e.country_code.as_bytes());
     out.extend_from_slice(b",\"matchKeys\":[");
     for (i, key) in e.match_keys.iter().enumerate() {
         if i > 0 {
@@ -95,7 +95,7 @@ fn write_event(out: &mut Vec<u8>, e: &ConversionEvent) {
     }
     if let Some(currency) = e.currency_code {
         out.extend_from_slice(b",\"currencyCode\":");
-        write_plain(out, currency.as_str());
+        write_plain(out, currency.as_str().as_bytes());
     }
     if let Some(units) = e.units_sold {
         out.extend_from_slice(b",\"unitsSold\":");
@@ -103,7 +103,7 @@ fn write_event(out: &mut Vec<u8>, e: &ConversionEvent) {
     }
     if let Some(options) = e.data_processing_options {
         out.extend_from_slice(b",\"dataProcessingOptions\":");
-        write_plain(out, options);
+        write_plain(out, options.as_bytes());
     }
     out.push(b'}');
 }
@@ -112,7 +112,7 @@ fn write_event(out: &mut Vec<u8>, e: &ConversionEvent) {
 /// which escapes control characters, `"` and `\\`.
 fn write_str(out: &mut Vec<u8>, s: &str) {
     if string_end(s.as_bytes()).is_none() {
-        write_plain(out, s);
+        write_plain(out, s.as_bytes());
     } else if serde_json::to_writer(&mut *out, s).is_err() {
         // Writing into a Vec cannot fail; keep the JSON well-formed regardless.
         out.extend_from_slice(b"\"\"");
@@ -121,20 +121,17 @@ fn write_str(out: &mut Vec<u8>, s: &str) {
 
 /// [`write_str`] for inline text, without re-checking its UTF-8 when it needs no escaping.
 fn write_text(out: &mut Vec<u8>, text: &Text) {
-    let bytes = text.as_bytes();
-    if string_end(bytes).is_none() {
-        out.push(b'"');
-        out.extend_from_slice(bytes);
-        out.push(b'"');
+    if string_end(text.as_bytes()).is_none() {
+        write_plain(out, text.as_bytes());
     } else {
         write_str(out, text.as_str());
     }
 }
 
-/// A JSON string known to need no escaping (codes and constants of this crate).
-fn write_plain(out: &mut Vec<u8>, s: &str) {
+/// A JSON string known to need no escaping (codes and constants of this crate, checked text).
+fn write_plain(out: &mut Vec<u8>, bytes: &[u8]) {
     out.push(b'"');
-    out.extend_from_slice(s.as_bytes());
+    out.extend_from_slice(bytes);
     out.push(b'"');
 }
 

@@ -412,18 +412,7 @@ async fn s3_import_with_rejects_and_leftovers_for_the_retry_queue() {
         .iter()
         .map(|b| serde_json::from_str(b).unwrap())
         .collect();
-    let mut ids: Vec<String> = retried
-        .iter()
-        .flat_map(|m| {
-            m["eventData"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .map(|e| e["clientDedupeId"].as_str().unwrap().to_owned())
-        })
-        .collect();
-    ids.sort();
-    assert_eq!(ids, ["r0", "r1", "r2", "r3", "r4"]);
+    assert_eq!(dedupe_ids(&retried), ["r0", "r1", "r2", "r3", "r4"]);
     assert!(retried.iter().all(
         |m| m["source"] == "SERVER_TO_SERVER" && m["eventData"].as_array().unwrap().len() <= 3
     ));

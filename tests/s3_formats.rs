@@ -84,21 +84,6 @@ async fn run(moto: &Moto, payload: Value) -> (Report, Vec<Value>) {
     (report, out.json_lines())
 }
 
-fn dedupe_ids(bodies: &[Value]) -> Vec<String> {
-    let mut ids: Vec<String> = bodies
-        .iter()
-        .flat_map(|b| {
-            b["eventData"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .map(|e| e["clientDedupeId"].as_str().unwrap().to_owned())
-        })
-        .collect();
-    ids.sort();
-    ids
-}
-
 #[tokio::test]
 async fn every_format_from_s3() {
     let moto = Moto::start();

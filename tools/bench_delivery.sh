@@ -16,19 +16,8 @@ if (($#)); then CASES=("$@"); else CASES=(5:4:10000 100:4:50000); fi
 LATENCY_MS=20
 [[ -x $BIN ]] || { echo "build first: cargo build --release ($BIN)" >&2; exit 2; }
 
-# The sample S3 notification of events/, pointed at bucket "bench" and key $1.
-s3_event() {
-  python3 - "$1" <<'PY'
-import json, sys
-event = json.load(open("events/s3-put.json"))
-record = event["Records"][0]
-record["s3"]["bucket"]["name"] = "bench"
-record["s3"]["object"]["key"] = sys.argv[1]
-event["Records"] = [record]
-print(json.dumps(event))
-PY
-}
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+# s3_event KEY, free_port.
+source tools/bench_common.sh
 MOTO_PORT=$(free_port)
 DSP_PORT=$(free_port)
 moto_server -p "$MOTO_PORT" >"$WORK/moto.log" 2>&1 &

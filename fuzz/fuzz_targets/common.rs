@@ -39,7 +39,7 @@ impl RecordSink for Validate {
             assert!(!body.is_empty());
             for key in &v.event.match_keys {
                 for value in &key.values {
-                    assert!(!key.kind.is_hashed() || event::match_key::is_sha256_hex(&value.to_text()));
+                    assert!(!key.kind.is_hashed() || event::match_key::is_sha256_hex(&value.to_string()));
                 }
             }
         }

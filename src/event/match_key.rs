@@ -119,20 +119,11 @@ pub enum MatchValue {
     Given(String),
 }
 
-impl MatchValue {
-    /// The value as sent.
-    pub fn to_text(&self) -> String {
-        match self {
-            Self::Sha256(digest) => hex(digest),
-            Self::Given(s) => s.clone(),
-        }
-    }
-}
-
+/// The value as sent.
 impl fmt::Display for MatchValue {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Self::Sha256(digest) => digest.iter().try_for_each(|b| write!(f, "{b:02x}")),
+            Self::Sha256(digest) => f.write_str(&hex(digest)),
             Self::Given(s) => f.write_str(s),
         }
     }
@@ -154,10 +145,11 @@ impl Serialize for MatchValue {
     }
 }
 
+/// Compares the value as sent.
 impl PartialEq<str> for MatchValue {
     fn eq(&self, other: &str) -> bool {
         match self {
-            Self::Sha256(digest) => other.len() == 64 && parse_hex(other) == Some(*digest),
+            Self::Sha256(digest) => hex(digest) == other,
             Self::Given(s) => s == other,
         }
     }
@@ -212,7 +204,10 @@ pub fn prepare(kind: MatchKeyType, raw: &str) -> Result<MatchValue, ValueError> 
             Ok(MatchValue::Given(trimmed.to_owned()))
         };
     }
-    if let Some(digest) = parse_hex(trimmed).filter(|_| is_sha256_hex(trimmed)) {
+    if let Some(digest) = Some(trimmed)
+        .filter(|t| is_sha256_hex(t))
+        .and_then(parse_hex)
+    {
         return Ok(MatchValue::Sha256(digest));
     }
     NORMALIZED.with(|buf| {
@@ -222,7 +217,7 @@ pub fn prepare(kind: MatchKeyType, raw: &str) -> Result<MatchValue, ValueError> 
     })
 }
 
-/// The 32 bytes of a 64-character hex digest (either case).
+/// The 32 bytes of a 64-character hex digest.
 fn parse_hex(s: &str) -> Option<[u8; 32]> {
     let bytes = s.as_bytes();
     if bytes.len() != 64 {
@@ -470,7 +465,7 @@ mod tests {
         #[test]
         fn preparing_is_idempotent(kind in any_type(), value in "\\PC{0,40}") {
             if let Ok(sent) = prepare(kind, &value) {
-                let text = sent.to_text();
+                let text = sent.to_string();
                 prop_assert!(is_sha256_hex(&text));
                 prop_assert_eq!(&sent, &text);
                 prop_assert_eq!(prepare(kind, &text).unwrap(), sent);

@@ -67,7 +67,7 @@ impl ConversionEvent {
         for key in &mut copy.match_keys {
             if !key.kind.is_hashed() {
                 for v in &mut key.values {
-                    *v = MatchValue::Given(match_key::redact(Some(key.kind), &v.to_text()));
+                    *v = MatchValue::Given(match_key::redact(Some(key.kind), &v.to_string()));
                 }
             }
         }

@@ -144,16 +144,11 @@ impl<'a> Cursor<'a> {
         Some(index)
     }
 
-    /// After an opening quote: the string up to its closing quote, if it has no escapes and no
-    /// control characters.
-    fn plain_string(&mut self) -> Option<&'a str> {
-        let start = self.at;
-        let end = start + string_end(self.bytes.get(start..)?)?;
-        if self.bytes[end] != b'"' {
-            return None;
-        }
-        self.at = end + 1;
-        self.text.get(start..end)
+    /// After an opening quote: moves past the closing quote, if the string has no escapes and
+    /// no control characters.
+    fn plain_string(&mut self) -> Option<()> {
+        let end = self.at + string_end(self.bytes.get(self.at..)?)?;
+        (self.bytes.get(end) == Some(&b'"')).then(|| self.at = end + 1)
     }
 
     fn value(&mut self) -> Option<Field<'a>> {
@@ -175,9 +170,10 @@ impl<'a> Cursor<'a> {
     }
 
     fn literal(&mut self, word: &str) -> Option<()> {
-        self.bytes[self.at..].starts_with(word.as_bytes()).then(|| {
-            self.at += word.len();
-        })
+        self.bytes
+            .get(self.at..)?
+            .starts_with(word.as_bytes())
+            .then(|| self.at += word.len())
     }
 
     fn digits(&mut self) -> usize {

@@ -12,14 +12,12 @@ use smallvec::SmallVec;
 pub struct Text(SmallVec<[u8; 32]>);
 
 impl Text {
-    /// The text. Built only from `&str`, so always UTF-8 (checking costs a few instructions and
-    /// needs no `unsafe`).
+    /// The text. Built only from `&str`, so always UTF-8; checked anyway (no `unsafe`), which
+    /// costs more than the copy: request bodies use [`Text::as_bytes`].
     pub fn as_str(&self) -> &str {
         std::str::from_utf8(&self.0).unwrap_or_default()
     }
-}
 
-impl Text {
     /// The text's bytes (UTF-8), without the check `as_str` makes: for writing request bodies.
     pub fn as_bytes(&self) -> &[u8] {
         &self.0
@@ -52,21 +50,9 @@ impl fmt::Debug for Text {
     }
 }
 
-impl fmt::Display for Text {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
 impl Serialize for Text {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         s.serialize_str(self.as_str())
-    }
-}
-
-impl PartialEq<str> for Text {
-    fn eq(&self, other: &str) -> bool {
-        self.as_str() == other
     }
 }
 

@@ -387,14 +387,7 @@ impl FakeDsp {
     /// The `clientDedupeId` of every stored event, sorted (duplicates kept: the fake stores
     /// each id once, so a duplicate here is a bug).
     pub async fn accepted_ids(&self) -> Vec<String> {
-        let mut ids: Vec<String> = self.state().await["accepted"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|e| e["clientDedupeId"].as_str().unwrap().to_owned())
-            .collect();
-        ids.sort();
-        ids
+        sorted_dedupe_ids(self.state().await["accepted"].as_array().unwrap())
     }
 }
 
@@ -685,4 +678,23 @@ impl Shared {
             .map(|l| serde_json::from_str(l).unwrap())
             .collect()
     }
+}
+
+/// The `clientDedupeId` of `events`, sorted (duplicates kept).
+pub fn sorted_dedupe_ids<'a>(events: impl IntoIterator<Item = &'a Value>) -> Vec<String> {
+    let mut ids: Vec<String> = events
+        .into_iter()
+        .map(|e| e["clientDedupeId"].as_str().unwrap().to_owned())
+        .collect();
+    ids.sort();
+    ids
+}
+
+/// The `clientDedupeId` of every event of request bodies (or retry-queue messages), sorted.
+pub fn dedupe_ids(bodies: &[Value]) -> Vec<String> {
+    sorted_dedupe_ids(
+        bodies
+            .iter()
+            .flat_map(|b| b["eventData"].as_array().unwrap()),
+    )
 }
