@@ -16,11 +16,12 @@ use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use dsp_conversions::batch::{Batch, Batcher};
+use dsp_conversions::domain::Rejection;
+use dsp_conversions::domain::{Origin, Position, Unit};
 use dsp_conversions::dsp::Dsp;
-use dsp_conversions::event::{validate, RawEvent, Rules};
-use dsp_conversions::origin::{Origin, Position, Unit};
-use dsp_conversions::outcome::Rejection;
+use dsp_conversions::event::{validate, Rules};
 use dsp_conversions::pipeline::{Invocation, Pipeline};
+use dsp_conversions::read::RawEvent;
 use dsp_conversions::read::{read_object, Encoding, Format, Limits, RecordSink};
 use dsp_conversions::store::Memory;
 use dsp_conversions::trigger::{Input, Mode, Work, WorkUnit};
@@ -128,7 +129,7 @@ fn run(c: &mut Criterion) {
         .enable_all()
         .build()
         .unwrap();
-    let dsp = Arc::new(Dsp::new(&config, memory.clone()));
+    let dsp = Arc::new(Dsp::new(&config.dsp, memory.clone()));
     let pipeline = Pipeline {
         config,
         objects: memory.clone(),

@@ -9,10 +9,11 @@ use std::sync::Arc;
 
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
 use dsp_conversions::batch::{self, Batcher};
+use dsp_conversions::domain::Rejection;
+use dsp_conversions::domain::{Origin, Position, Unit};
 use dsp_conversions::event::match_key::{prepare, sha256_hex, MatchKeyType};
-use dsp_conversions::event::{validate, RawEvent, Rules, Validated};
-use dsp_conversions::origin::{Origin, Position, Unit};
-use dsp_conversions::outcome::Rejection;
+use dsp_conversions::event::{validate, Rules, Validated};
+use dsp_conversions::read::RawEvent;
 use dsp_conversions::read::{read_object, Encoding, Format, Limits, RecordSink};
 use time::OffsetDateTime;
 

@@ -9,7 +9,7 @@ use aws_sdk_secretsmanager::operation::get_secret_value::GetSecretValueError;
 use tokio::sync::OnceCell;
 use tokio_util::io::SyncIoBridge;
 
-use crate::describe;
+use crate::domain::describe;
 use crate::store::{
     BoxFuture, MessageQueue, Object, ObjectStore, OpenError, SecretError, SecretStore, StoreError,
 };

@@ -1,9 +1,8 @@
 //! Batching: valid events → DSP requests of at most `DSP_MAX_EVENTS_PER_REQUEST` events, one
 //! source each. Events keep their origin so that each per-event result traces back.
 
-use crate::event::match_key::hex_into;
-use crate::event::scan::string_end;
 use crate::event::{ConversionEvent, MatchValue, Source, Text, Validated};
+use crate::read::scan::string_end;
 
 /// One DSP request's worth of events.
 #[derive(Debug, Clone)]
@@ -78,8 +77,11 @@ fn write_event(out: &mut Vec<u8>, e: &ConversionEvent) {
             }
             match value {
                 MatchValue::Sha256(digest) => {
+                    let mut text = [0u8; 64];
+                    // 32 bytes always fit 64 hex digits.
+                    let _ = hex::encode_to_slice(digest, &mut text);
                     out.push(b'"');
-                    hex_into(out, digest);
+                    out.extend_from_slice(&text);
                     out.push(b'"');
                 }
                 MatchValue::Given(text) => write_str(out, text),
@@ -194,8 +196,8 @@ mod tests {
     use sha2::{Digest, Sha256};
 
     use super::*;
+    use crate::domain::{Origin, Position, Unit};
     use crate::event::{Amount, CurrencyCode, MatchKey, MatchKeyType};
-    use crate::origin::{Origin, Position, Unit};
 
     fn event(source: Source, record: u64) -> Validated {
         Validated {

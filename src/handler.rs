@@ -10,14 +10,51 @@ use time::OffsetDateTime;
 
 use crate::aws::Aws;
 use crate::config::Config;
+use crate::domain::Cause;
 use crate::dsp::Dsp;
-use crate::outcome::response::SqsResponse;
+use crate::outcome::response::sqs_response;
 use crate::pipeline::{Invocation, Pipeline, Report};
 use crate::store::{MessageQueue, ObjectStore, SecretStore};
-use crate::trigger::{self, Mode};
+use crate::trigger::{self, Mode, UnsupportedPayload};
 
 /// Time kept back from the deadline to store rejects, queue leftovers and answer.
 const RESERVE: Duration = Duration::from_secs(5);
+
+/// Why an invocation fails as a whole: what Lambda's console shows as `errorType` and
+/// `errorMessage`, and what decides Lambda's own retry of an S3 or EventBridge invocation.
+#[derive(Debug, thiserror::Error)]
+pub enum HandlerError {
+    /// The payload is none of the supported triggers: retrying cannot help.
+    #[error(transparent)]
+    UnsupportedPayload(#[from] UnsupportedPayload),
+    /// An S3 or EventBridge import could not be finished; Lambda's retry imports it again
+    /// (derived dedupe ids make that safe).
+    #[error("import failed and will be retried: {0}")]
+    ImportFailed(Cause),
+    /// The response could not be written.
+    #[error("cannot write the response: {0}")]
+    Response(#[from] serde_json::Error),
+}
+
+impl HandlerError {
+    /// The `errorType` Lambda reports.
+    pub fn error_type(&self) -> &'static str {
+        match self {
+            HandlerError::UnsupportedPayload(_) => "NonRetryable.UnsupportedPayload",
+            HandlerError::ImportFailed(_) => "Retryable.ImportFailed",
+            HandlerError::Response(_) => "Retryable.Response",
+        }
+    }
+}
+
+impl From<HandlerError> for lambda_runtime::Diagnostic {
+    fn from(e: HandlerError) -> Self {
+        Self {
+            error_type: e.error_type().to_owned(),
+            error_message: e.to_string(),
+        }
+    }
+}
 
 /// The function.
 pub struct Handler {
@@ -37,7 +74,7 @@ impl Handler {
         queue: Arc<dyn MessageQueue>,
         secrets: Arc<dyn SecretStore>,
     ) -> Self {
-        let dsp = Arc::new(Dsp::new(&config, secrets));
+        let dsp = Arc::new(Dsp::new(&config.dsp, secrets));
         Self {
             pipeline: Pipeline {
                 config: Arc::new(config),
@@ -49,7 +86,7 @@ impl Handler {
     }
 
     /// Handles one invocation.
-    pub async fn handle(&self, event: LambdaEvent<Value>) -> Result<Value, lambda_runtime::Error> {
+    pub async fn handle(&self, event: LambdaEvent<Value>) -> Result<Value, HandlerError> {
         let request_id = event.context.request_id.clone();
         let invocation = Invocation {
             request_id: request_id.clone(),
@@ -64,11 +101,9 @@ impl Handler {
         let report = self.pipeline.run(work, invocation, None).await;
         log_summary(&report, &request_id);
         match mode {
-            Mode::Sqs => Ok(serde_json::to_value(SqsResponse::new(
-                report.failed_messages,
-            ))?),
+            Mode::Sqs => Ok(serde_json::to_value(sqs_response(report.failed_messages))?),
             Mode::Objects => match report.failure {
-                Some(cause) => Err(format!("import failed and will be retried: {cause}").into()),
+                Some(cause) => Err(HandlerError::ImportFailed(cause)),
                 None => Ok(counts(&report)),
             },
         }

@@ -9,9 +9,17 @@ use aws_lambda_events::event::sqs::SqsEvent;
 use percent_encoding::percent_decode_str;
 use serde::Deserialize;
 
-use crate::origin::Unit;
-use crate::outcome::response::Message;
-use crate::outcome::{Reason, Rejection};
+use crate::domain::Unit;
+use crate::domain::{Reason, Rejection};
+
+/// An SQS message of the batch, in batch order.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Message {
+    /// Its id.
+    pub id: String,
+    /// Its FIFO message group, if any.
+    pub group: Option<String>,
+}
 
 /// What a unit holds.
 #[derive(Debug, Clone, PartialEq)]

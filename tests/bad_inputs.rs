@@ -11,8 +11,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use dsp_conversions::config::Config;
+use dsp_conversions::domain::Unit;
 use dsp_conversions::dsp::Dsp;
-use dsp_conversions::origin::Unit;
 use dsp_conversions::pipeline::{Invocation, Pipeline, Report};
 use dsp_conversions::store::{
     BoxFuture, LocalFiles, Memory, Object, ObjectStore, OpenError, StoreError,
@@ -93,7 +93,7 @@ fn config(vars: &[(&str, &str)]) -> Config {
 
 async fn run(config: Config, objects: Arc<dyn ObjectStore>, work: Work) -> Report {
     let memory = Arc::new(Memory::default());
-    let dsp = Arc::new(Dsp::new(&config, memory.clone()));
+    let dsp = Arc::new(Dsp::new(&config.dsp, memory.clone()));
     let pipeline = Pipeline {
         config: Arc::new(config),
         objects,

@@ -74,7 +74,7 @@ proptest! {
             "DSP_MAX_EVENTS_PER_REQUEST" => Some(max_text.clone()),
             _ => None,
         }).unwrap();
-        let dsp = Arc::new(Dsp::new(&config, store.clone()));
+        let dsp = Arc::new(Dsp::new(&config.dsp, store.clone()));
         let pipeline = Pipeline { config: Arc::new(config), objects: store.clone(), queue: store.clone(), dsp };
         let payload = support::s3_event(&[("b", "in.ndjson")]);
         let bodies = support::Shared::default();

@@ -64,7 +64,7 @@ async fn run(moto: &Moto, payload: Value) -> (Report, Vec<Value>) {
     })
     .unwrap();
     let aws = Arc::new(Aws::from_config(&moto.sdk_config().await));
-    let dsp = Arc::new(Dsp::new(&config, aws.clone()));
+    let dsp = Arc::new(Dsp::new(&config.dsp, aws.clone()));
     let pipeline = Pipeline {
         config: Arc::new(config),
         objects: aws.clone(),

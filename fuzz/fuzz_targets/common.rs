@@ -2,10 +2,11 @@
 
 use std::sync::Arc;
 
-use dsp_conversions::config::EventDefaults;
-use dsp_conversions::event::{self, RawEvent, Rules};
-use dsp_conversions::origin::{Origin, Position, Unit};
-use dsp_conversions::outcome::Rejection;
+use dsp_conversions::event::EventDefaults;
+use dsp_conversions::event::{self, Rules};
+use dsp_conversions::read::RawEvent;
+use dsp_conversions::domain::{Origin, Position, Unit};
+use dsp_conversions::domain::Rejection;
 use dsp_conversions::read::RecordSink;
 
 pub struct Validate {

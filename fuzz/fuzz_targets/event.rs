@@ -4,9 +4,9 @@
 
 mod common;
 
-use dsp_conversions::event::raw::FIELD_NAMES;
-use dsp_conversions::event::RawEvent;
-use dsp_conversions::origin::Position;
+use dsp_conversions::read::record::FIELD_NAMES;
+use dsp_conversions::read::RawEvent;
+use dsp_conversions::domain::Position;
 use dsp_conversions::read::RecordSink;
 use libfuzzer_sys::fuzz_target;
 

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use dsp_conversions::config::Config;
-use dsp_conversions::origin::Unit;
+use dsp_conversions::domain::Unit;
 use dsp_conversions::pipeline::{Invocation, Pipeline};
 use dsp_conversions::store::{LocalFiles, Memory};
 use dsp_conversions::trigger::{Input, Mode, Work, WorkUnit};
@@ -67,7 +67,7 @@ async fn main() -> ExitCode {
         },
     };
     let memory = Arc::new(Memory::default());
-    let dsp = Arc::new(dsp_conversions::dsp::Dsp::new(&config, memory.clone()));
+    let dsp = Arc::new(dsp_conversions::dsp::Dsp::new(&config.dsp, memory.clone()));
     let pipeline = Pipeline {
         config: Arc::new(config),
         objects: Arc::new(LocalFiles),

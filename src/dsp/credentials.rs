@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::Mutex;
 
-use crate::config::Region;
+use super::Region;
 use crate::store::{SecretError, SecretStore};
 
 /// A secret value: shown as `<redacted>` by `Debug` and `Display`.

@@ -1,8 +1,12 @@
 //! Delivery to Amazon DSP: credentials, tokens, the rate limit, retries with backoff, splitting
-//! of 400s, and the per-event result of every batch. Attempts stop at the invocation's cutoff.
+//! of 400s, and the disposition of every event of a batch. Attempts stop at the invocation's
+//! cutoff. The wire is behind [`DspApi`]: HTTPS in production, [`double::ScriptedDsp`] in tests.
 
-pub mod client;
+pub mod answer;
+pub mod api;
 pub mod credentials;
+pub mod double;
+mod region;
 pub mod token;
 
 use std::num::NonZeroU32;
@@ -12,12 +16,15 @@ use std::time::{Duration, Instant};
 
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 
+pub use api::{DspApi, Endpoint, Https, Reply};
+pub use region::Region;
+
 use crate::batch::Batch;
-use crate::config::{Config, Region};
+use crate::domain::{Cause, Disposition, Reason, Rejection};
 use crate::event::Validated;
-use crate::outcome::{Reason, Rejection};
 use crate::store::SecretStore;
-use client::{Answer, EventResult, Request};
+use answer::Answer;
+use api::Caller;
 use credentials::CredentialCache;
 use token::{Token, TokenCache, TokenError};
 
@@ -28,83 +35,84 @@ const BACKOFF_BASE: Duration = Duration::from_millis(250);
 /// Longest backoff step.
 const BACKOFF_CAP: Duration = Duration::from_secs(20);
 
-/// The HTTPS client, built at its first use: building it loads the system's root certificates
-/// (several milliseconds), which a cold start should not pay before an event needs delivering
-/// (dry runs and all-rejected batches never do).
-#[derive(Default)]
-pub struct Http(OnceLock<reqwest::Client>);
-
-impl Http {
-    /// The client, built now if this is its first use.
-    pub fn client(&self) -> Result<&reqwest::Client, String> {
-        if let Some(client) = self.0.get() {
-            return Ok(client);
-        }
-        let built = reqwest::Client::builder()
-            .connect_timeout(Duration::from_secs(5))
-            .pool_idle_timeout(Duration::from_secs(50))
-            .build()
-            .map_err(|e| format!("cannot build the HTTPS client: {}", crate::describe(&e)))?;
-        Ok(self.0.get_or_init(|| built))
-    }
+/// The delivery part of the configuration.
+#[derive(Clone, Debug)]
+pub struct Settings {
+    /// Secrets Manager secret name or ARN holding the DSP credentials.
+    pub secret_id: String,
+    /// Region forced by `DSP_REGION`; otherwise the secret's, else NA.
+    pub region: Option<Region>,
+    /// API base URL override.
+    pub api_url: Option<String>,
+    /// Token endpoint override.
+    pub token_url: Option<String>,
+    /// Client-side request rate limit per invocation.
+    pub max_requests_per_second: u32,
+    /// 1..=10 attempts per request for 429/5xx/network failures.
+    pub max_attempts: u32,
+    /// How long fetched credentials are reused across warm invocations.
+    pub secret_cache_ttl: Duration,
 }
 
 /// The long-lived delivery state, built at cold start and kept across warm invocations.
 pub struct Dsp {
-    http: Arc<Http>,
+    api: Arc<dyn DspApi>,
     credentials: CredentialCache,
     tokens: TokenCache,
     limiter: DefaultDirectRateLimiter,
-    region: Option<Region>,
-    api_url: Option<String>,
-    token_url: Option<String>,
-    max_attempts: u32,
+    settings: Settings,
 }
 
 impl Dsp {
-    /// Delivery for `config`, reading credentials through `secrets`. No network and no TLS
-    /// set-up here: both wait for the first request.
-    pub fn new(config: &Config, secrets: Arc<dyn SecretStore>) -> Self {
-        let http = Arc::new(Http::default());
-        let rate = NonZeroU32::new(config.max_requests_per_second).unwrap_or(NonZeroU32::MIN);
+    /// Delivery over HTTPS for `settings`, reading credentials through `secrets`. No network
+    /// and no TLS set-up here: both wait for the first request.
+    pub fn new(settings: &Settings, secrets: Arc<dyn SecretStore>) -> Self {
+        Self::with_api(settings, secrets, Arc::new(Https::default()))
+    }
+
+    /// Delivery through `api`.
+    pub fn with_api(
+        settings: &Settings,
+        secrets: Arc<dyn SecretStore>,
+        api: Arc<dyn DspApi>,
+    ) -> Self {
+        let rate = NonZeroU32::new(settings.max_requests_per_second).unwrap_or(NonZeroU32::MIN);
         // A burst of one spaces requests evenly, so no one-second window holds more than `rate`.
         let quota = Quota::per_second(rate).allow_burst(NonZeroU32::MIN);
         Self {
-            tokens: TokenCache::new(http.clone()),
-            http,
+            tokens: TokenCache::new(api.clone()),
+            api,
             credentials: CredentialCache::new(
                 secrets,
-                config.secret_id.clone(),
-                config.secret_cache_ttl,
+                settings.secret_id.clone(),
+                settings.secret_cache_ttl,
             ),
             limiter: RateLimiter::direct(quota),
-            region: config.region,
-            api_url: config.api_url.clone(),
-            token_url: config.token_url.clone(),
-            max_attempts: config.max_attempts,
+            settings: settings.clone(),
         }
     }
 
     fn region(&self, token: &Token) -> Region {
-        self.region
+        self.settings
+            .region
             .or(token.credentials.region)
             .unwrap_or(Region::Na)
     }
 }
 
-/// Why a batch could not be delivered.
-enum Failure {
+/// Why a request stopped without an answer for its events.
+enum Stop {
     /// Try again later (redeliver).
-    Transient(String),
+    Redeliver(Cause),
     /// The whole invocation fails.
-    Fatal(String),
+    Fail(Cause),
 }
 
 /// One invocation's delivery: counters, the cutoff, and the failure that stops everything.
 pub struct Session {
     dsp: Arc<Dsp>,
     cutoff: Instant,
-    fatal: OnceLock<String>,
+    fatal: OnceLock<Cause>,
     requests: AtomicU64,
     throttled: AtomicU64,
 }
@@ -132,47 +140,40 @@ impl Session {
     }
 
     /// The failure of the whole invocation, if there was one.
-    pub fn fatal(&self) -> Option<&str> {
-        self.fatal.get().map(String::as_str)
+    pub fn fatal(&self) -> Option<&Cause> {
+        self.fatal.get()
     }
 
-    /// Delivers a batch: every event comes back with its result.
-    pub async fn deliver(&self, batch: Batch) -> Vec<(Validated, EventResult)> {
+    /// Delivers a batch: every event comes back with its disposition.
+    pub async fn deliver(&self, batch: Batch) -> Vec<(Validated, Disposition)> {
         let mut out = Vec::with_capacity(batch.events.len());
         let mut pending = vec![batch];
         while let Some(batch) = pending.pop() {
-            match self.send(&batch).await {
-                Ok(Sent::Results(results)) => out.extend(batch.events.into_iter().zip(results)),
-                Ok(Sent::BadRequest(message)) if batch.events.len() == 1 => {
-                    let rejection = Rejection::unreadable(Reason::DspBadRequest, message);
-                    out.extend(
-                        batch
-                            .events
-                            .into_iter()
-                            .map(|e| (e, EventResult::Rejected(rejection.clone()))),
-                    );
-                }
+            let all = |d: Disposition| {
+                batch
+                    .events
+                    .iter()
+                    .map(move |_| d.clone())
+                    .collect::<Vec<_>>()
+            };
+            let dispositions = match self.send(&batch).await {
+                Ok(Sent::Results(results)) => results,
+                Ok(Sent::BadRequest(message)) if batch.events.len() == 1 => all(
+                    Disposition::Rejected(Rejection::unreadable(Reason::DspBadRequest, message)),
+                ),
                 Ok(Sent::BadRequest(_)) => {
                     let (head, tail) = batch.split();
                     pending.push(tail);
                     pending.push(head);
+                    continue;
                 }
-                Err(failure) => {
-                    let cause = match failure {
-                        Failure::Transient(cause) => cause,
-                        Failure::Fatal(cause) => {
-                            let _ = self.fatal.set(cause);
-                            self.fatal().unwrap_or_default().to_owned()
-                        }
-                    };
-                    out.extend(
-                        batch
-                            .events
-                            .into_iter()
-                            .map(|e| (e, EventResult::Transient(cause.clone()))),
-                    );
+                Err(Stop::Redeliver(cause)) => all(Disposition::Redeliver(cause)),
+                Err(Stop::Fail(cause)) => {
+                    let _ = self.fatal.set(cause.clone());
+                    all(Disposition::Fail(cause))
                 }
-            }
+            };
+            out.extend(batch.events.into_iter().zip(dispositions));
         }
         out
     }
@@ -183,28 +184,26 @@ impl Session {
             .filter(|d| !d.is_zero())
     }
 
-    async fn auth(&self, stale: Option<&Token>) -> Result<Token, Failure> {
+    async fn auth(&self, stale: Option<&Token>) -> Result<Token, Stop> {
         let timeout = self
             .time_left()
-            .ok_or_else(out_of_time)?
+            .ok_or(Stop::Redeliver(Cause::OutOfTime))?
             .min(REQUEST_TIMEOUT);
         let credentials = &self.dsp.credentials;
         let creds = credentials
             .get(stale.map(|t| &t.credentials))
             .await
-            .map_err(credentials_failure)?;
+            .map_err(credentials_stop)?;
         match self.token(&creds, stale.map(|t| &t.access), timeout).await {
             Err(TokenError::Refused { .. }) if stale.is_none() => {
                 // Perhaps rotated: read the secret again, once.
                 let fresh = credentials
                     .get(Some(&creds))
                     .await
-                    .map_err(credentials_failure)?;
-                self.token(&fresh, None, timeout)
-                    .await
-                    .map_err(token_failure)
+                    .map_err(credentials_stop)?;
+                self.token(&fresh, None, timeout).await.map_err(token_stop)
             }
-            other => other.map_err(token_failure),
+            other => other.map_err(token_stop),
         }
     }
 
@@ -214,67 +213,73 @@ impl Session {
         stale: Option<&credentials::Secret>,
         timeout: Duration,
     ) -> Result<Token, TokenError> {
-        let dsp = &self.dsp;
-        let region = dsp.region.or(creds.region).unwrap_or(Region::Na);
-        let url = dsp.token_url.as_deref().unwrap_or(region.token_url());
-        dsp.tokens.get(url, creds, stale, timeout).await
+        let settings = &self.dsp.settings;
+        let region = settings.region.or(creds.region).unwrap_or(Region::Na);
+        let url = settings.token_url.as_deref().unwrap_or(region.token_url());
+        self.dsp.tokens.get(url, creds, stale, timeout).await
     }
 
-    async fn send(&self, batch: &Batch) -> Result<Sent, Failure> {
+    async fn send(&self, batch: &Batch) -> Result<Sent, Stop> {
         let body = batch.body();
         let mut attempt = 0u32;
         let mut refused: Option<Token> = None;
         let mut reauthorized = false;
         loop {
             if let Some(cause) = self.fatal() {
-                return Err(Failure::Transient(format!("invocation failed: {cause}")));
+                return Err(Stop::Redeliver(Cause::InvocationFailed(Box::new(
+                    cause.clone(),
+                ))));
             }
             let token = match self.auth(refused.as_ref()).await {
                 Ok(t) => t,
-                Err(Failure::Transient(cause)) => {
+                Err(Stop::Redeliver(cause)) => {
                     attempt += 1;
-                    self.pause(attempt, None, &cause).await?;
+                    self.pause(attempt, None, cause).await?;
                     continue;
                 }
-                Err(fatal) => return Err(fatal),
+                Err(fail) => return Err(fail),
             };
             refused = None;
-            let left = self.time_left().ok_or_else(out_of_time)?;
+            let left = self.time_left().ok_or(Stop::Redeliver(Cause::OutOfTime))?;
             if tokio::time::timeout(left, self.dsp.limiter.until_ready())
                 .await
                 .is_err()
             {
-                return Err(out_of_time());
+                return Err(Stop::Redeliver(Cause::OutOfTime));
             }
             let timeout = self
                 .time_left()
-                .ok_or_else(out_of_time)?
+                .ok_or(Stop::Redeliver(Cause::OutOfTime))?
                 .min(REQUEST_TIMEOUT);
             let creds = &token.credentials;
-            let api = self
-                .dsp
-                .api_url
-                .as_deref()
-                .unwrap_or(self.dsp.region(&token).api_url());
-            let url = format!(
-                "{api}/accounts/{}/dsp/conversionDefinitions/eventData",
-                percent_encoding::utf8_percent_encode(
-                    &creds.advertiser_id,
-                    percent_encoding::NON_ALPHANUMERIC
-                )
-            );
-            let request = Request {
-                url: &url,
-                token: token.access.expose(),
-                client_id: creds.client_id.expose(),
+            let caller = Caller {
+                api_url: self
+                    .dsp
+                    .settings
+                    .api_url
+                    .as_deref()
+                    .unwrap_or(self.dsp.region(&token).api_url()),
+                token: &token.access,
+                client_id: &creds.client_id,
                 profile_id: creds.profile_id.as_deref(),
                 advertiser_id: &creds.advertiser_id,
-                timeout,
             };
             attempt += 1;
             self.requests.fetch_add(1, Ordering::Relaxed);
-            let http = self.dsp.http.client().map_err(Failure::Fatal)?;
-            match client::post(http, &request, body.clone(), batch.events.len()).await {
+            let reply = match self
+                .dsp
+                .api
+                .post(Endpoint::EventData, caller, body.clone(), timeout)
+                .await
+            {
+                Ok(reply) => reply,
+                Err(cause @ Cause::Internal(_)) => return Err(Stop::Fail(cause)),
+                Err(cause) => {
+                    self.pause(attempt, None, cause).await?;
+                    continue;
+                }
+            };
+            match answer::classify(&reply, batch.events.len()) {
                 Answer::Results(results) => return Ok(Sent::Results(results)),
                 Answer::BadRequest(message) => return Ok(Sent::BadRequest(message)),
                 Answer::Unauthorized if !reauthorized => {
@@ -282,21 +287,13 @@ impl Session {
                     reauthorized = true;
                     refused = Some(token);
                 }
-                Answer::Unauthorized => {
-                    return Err(Failure::Fatal(
-                        "the DSP refused a fresh access token (HTTP 401)".into(),
-                    ))
-                }
-                Answer::Fatal(cause) => return Err(Failure::Fatal(cause)),
-                Answer::Retry {
-                    retry_after,
-                    throttled,
-                    cause,
-                } => {
-                    if throttled {
+                Answer::Unauthorized => return Err(Stop::Fail(Cause::Unauthorized)),
+                Answer::Fatal(cause) => return Err(Stop::Fail(cause)),
+                Answer::Retry(cause) => {
+                    if cause == Cause::Throttled {
                         self.throttled.fetch_add(1, Ordering::Relaxed);
                     }
-                    self.pause(attempt, retry_after, &cause).await?;
+                    self.pause(attempt, reply.retry_after, cause).await?;
                 }
             }
         }
@@ -307,12 +304,13 @@ impl Session {
         &self,
         attempt: u32,
         retry_after: Option<Duration>,
-        cause: &str,
-    ) -> Result<(), Failure> {
-        if attempt >= self.dsp.max_attempts {
-            return Err(Failure::Transient(format!(
-                "{cause} (after {attempt} attempts)"
-            )));
+        cause: Cause,
+    ) -> Result<(), Stop> {
+        if attempt >= self.dsp.settings.max_attempts {
+            return Err(Stop::Redeliver(Cause::GaveUp {
+                cause: Box::new(cause),
+                attempts: attempt,
+            }));
         }
         let step = BACKOFF_BASE
             .saturating_mul(1 << attempt.min(16))
@@ -328,33 +326,30 @@ impl Session {
                 tokio::time::sleep(delay).await;
                 Ok(())
             }
-            _ => Err(Failure::Transient(format!(
-                "{cause}; no time left for another attempt"
-            ))),
+            _ => Err(Stop::Redeliver(Cause::NoTimeLeft(Box::new(cause)))),
         }
     }
 }
 
 enum Sent {
-    Results(Vec<EventResult>),
+    Results(Vec<Disposition>),
     BadRequest(String),
 }
 
-fn credentials_failure(e: credentials::CredentialsError) -> Failure {
+fn credentials_stop(e: credentials::CredentialsError) -> Stop {
     if e.is_transient() {
-        Failure::Transient(e.to_string())
+        Stop::Redeliver(Cause::Credentials(e.to_string()))
     } else {
-        Failure::Fatal(e.to_string())
+        Stop::Fail(Cause::Credentials(e.to_string()))
     }
 }
 
-fn token_failure(e: TokenError) -> Failure {
+fn token_stop(e: TokenError) -> Stop {
     match e {
-        TokenError::Refused { .. } => Failure::Fatal(e.to_string()),
-        TokenError::Unavailable(_) => Failure::Transient(e.to_string()),
+        TokenError::Refused { .. } => Stop::Fail(Cause::Token(e.to_string())),
+        TokenError::Unavailable(_) => Stop::Redeliver(Cause::Token(e.to_string())),
     }
 }
 
-fn out_of_time() -> Failure {
-    Failure::Transient("the invocation's time ran out before delivery".into())
-}
+#[cfg(test)]
+mod tests;

@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 use serde::Deserialize;
 use tokio::sync::Mutex;
 
+use super::api::{DspApi, Grant};
 use super::credentials::{Credentials, Secret};
 
 /// Tokens are renewed this long before `expires_in` runs out.
@@ -51,15 +52,15 @@ struct Refusal {
 
 /// The token endpoint and the cached token.
 pub struct TokenCache {
-    http: Arc<super::Http>,
+    api: Arc<dyn DspApi>,
     cached: Mutex<Option<Token>>,
 }
 
 impl TokenCache {
-    /// A cache that fetches through `http`.
-    pub fn new(http: Arc<super::Http>) -> Self {
+    /// A cache that fetches through `api`.
+    pub fn new(api: Arc<dyn DspApi>) -> Self {
         Self {
-            http,
+            api,
             cached: Mutex::new(None),
         }
     }
@@ -93,26 +94,19 @@ impl TokenCache {
         credentials: &Arc<Credentials>,
         timeout: Duration,
     ) -> Result<Token, TokenError> {
-        let form = [
-            ("grant_type", "refresh_token"),
-            ("refresh_token", credentials.refresh_token.expose()),
-            ("client_id", credentials.client_id.expose()),
-            ("client_secret", credentials.client_secret.expose()),
-        ];
-        let http = self.http.client().map_err(TokenError::Unavailable)?;
-        let response = http
-            .post(url)
-            .form(&form)
-            .timeout(timeout)
-            .send()
+        let grant = Grant {
+            url,
+            refresh_token: &credentials.refresh_token,
+            client_id: &credentials.client_id,
+            client_secret: &credentials.client_secret,
+        };
+        let reply = self
+            .api
+            .token(grant, timeout)
             .await
-            .map_err(|e| TokenError::Unavailable(crate::describe(&e)))?;
-        let status = response.status();
-        let body = response
-            .bytes()
-            .await
-            .map_err(|e| TokenError::Unavailable(crate::describe(&e)))?;
-        if status.is_success() {
+            .map_err(|cause| TokenError::Unavailable(cause.to_string()))?;
+        let (status, body) = (reply.status, reply.body);
+        if (200..300).contains(&status) {
             let granted: Granted = serde_json::from_slice(&body)
                 .map_err(|_| TokenError::Unavailable("unreadable token response".into()))?;
             let lifetime = Duration::from_secs(granted.expires_in.unwrap_or(3600));
@@ -122,16 +116,13 @@ impl TokenCache {
                 expires: Instant::now() + lifetime,
             });
         }
-        if status.as_u16() == 429 || status.is_server_error() {
+        if status == 429 || status >= 500 {
             return Err(TokenError::Unavailable(format!("HTTP {status}")));
         }
         let error = serde_json::from_slice::<Refusal>(&body)
             .ok()
             .and_then(|r| r.error)
             .unwrap_or_default();
-        Err(TokenError::Refused {
-            status: status.as_u16(),
-            error,
-        })
+        Err(TokenError::Refused { status, error })
     }
 }

@@ -8,7 +8,7 @@ use serde::Serialize;
 use sha2::{Digest, Sha256};
 use smallvec::SmallVec;
 
-use super::raw::trim;
+use crate::read::record::trim;
 
 /// The kind of a match key.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
@@ -123,7 +123,7 @@ pub enum MatchValue {
 impl fmt::Display for MatchValue {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Self::Sha256(digest) => f.write_str(&hex(digest)),
+            Self::Sha256(digest) => f.write_str(&hex::encode(digest)),
             Self::Given(s) => f.write_str(s),
         }
     }
@@ -149,7 +149,7 @@ impl Serialize for MatchValue {
 impl PartialEq<str> for MatchValue {
     fn eq(&self, other: &str) -> bool {
         match self {
-            Self::Sha256(digest) => hex(digest) == other,
+            Self::Sha256(digest) => hex::encode(digest) == other,
             Self::Given(s) => s == other,
         }
     }
@@ -219,19 +219,8 @@ pub fn prepare(kind: MatchKeyType, raw: &str) -> Result<MatchValue, ValueError> 
 
 /// The 32 bytes of a 64-character hex digest.
 fn parse_hex(s: &str) -> Option<[u8; 32]> {
-    let bytes = s.as_bytes();
-    if bytes.len() != 64 {
-        return None;
-    }
-    let nibble = |c: u8| {
-        char::from(c)
-            .to_digit(16)
-            .and_then(|d| u8::try_from(d).ok())
-    };
     let mut out = [0; 32];
-    for (byte, pair) in out.iter_mut().zip(bytes.chunks_exact(2)) {
-        *byte = (nibble(pair[0])? << 4) | nibble(pair[1])?;
-    }
+    hex::decode_to_slice(s, &mut out).ok()?;
     Some(out)
 }
 
@@ -300,26 +289,7 @@ pub fn normalize_into(kind: MatchKeyType, value: &str, out: &mut String) -> Resu
 
 /// Lower-case hex SHA-256 of `bytes`.
 pub fn sha256_hex(bytes: &[u8]) -> String {
-    let digest = Sha256::digest(bytes);
-    hex(&digest)
-}
-
-/// Lower-case hex of `bytes`.
-pub fn hex(bytes: &[u8]) -> String {
-    let mut out = Vec::with_capacity(bytes.len() * 2);
-    hex_into(&mut out, bytes);
-    // Hex digits are ASCII: this cannot fail.
-    String::from_utf8(out).unwrap_or_default()
-}
-
-/// Appends the lower-case hex of `bytes` to `out`.
-pub fn hex_into(out: &mut Vec<u8>, bytes: &[u8]) {
-    const DIGITS: &[u8; 16] = b"0123456789abcdef";
-    out.extend(
-        bytes
-            .iter()
-            .flat_map(|b| [DIGITS[usize::from(b >> 4)], DIGITS[usize::from(b & 0xf)]]),
-    );
+    hex::encode(Sha256::digest(bytes))
 }
 
 /// Whether `s` is 64 lower-case hex characters: a value that was hashed already.

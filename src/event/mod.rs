@@ -4,11 +4,10 @@
 pub mod amount;
 mod codes;
 pub mod match_key;
-pub mod raw;
-pub(crate) mod scan;
 mod text;
 
 use std::borrow::Cow;
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use serde::Serialize;
@@ -19,13 +18,12 @@ use time::{Duration, OffsetDateTime};
 pub use amount::Amount;
 pub use codes::{country_code, CurrencyCode, Source};
 pub use match_key::{MatchKey, MatchKeyType, MatchValue};
-pub use raw::{trim, Field, RawEvent};
 pub use text::Text;
 
-use crate::config::EventDefaults;
-use crate::origin::Origin;
-use crate::outcome::{Reason, Rejection};
-use raw::{present, FieldTypeError};
+use crate::domain::Origin;
+use crate::domain::{Reason, Rejection};
+use crate::read::record::{present, trim, Field, FieldTypeError};
+use crate::read::RawEvent;
 
 /// The only `dataProcessingOptions` value the DSP knows.
 const LIMITED_DATA_USE: &str = "LIMITED_DATA_USE";
@@ -84,6 +82,21 @@ pub struct Validated {
     pub source: Source,
     /// Its origin.
     pub origin: Origin,
+}
+
+/// How events are validated and mapped: the event part of the configuration.
+#[derive(Clone, Debug, Default)]
+pub struct EventDefaults {
+    /// Source for events that name none.
+    pub source: Source,
+    /// Conversion type → `conversionDefinitionId`.
+    pub conversion_definitions: HashMap<String, String>,
+    /// Used when an event's type is not in the map.
+    pub default_conversion_definition_id: Option<String>,
+    /// Fills events that carry no `countryCode`.
+    pub country_code: Option<String>,
+    /// Fills events that carry no `currencyCode`.
+    pub currency_code: Option<CurrencyCode>,
 }
 
 /// The rules in force for one invocation: configuration defaults and the time window.

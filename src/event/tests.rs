@@ -5,7 +5,7 @@ use serde_json::json;
 use time::macros::datetime;
 
 use super::*;
-use crate::origin::{Position, Unit};
+use crate::domain::{Position, Unit};
 
 const NOW: OffsetDateTime = datetime!(2026-11-28 12:00:00 UTC);
 const EMAIL_HASH: &str = "836f82db99121b3481011f16b49dfa5fbc714a0d1b1b9f784a1ebbbf5b39577f";

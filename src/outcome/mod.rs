@@ -2,16 +2,15 @@
 //! The ledger counts them per unit of work; the rejects report and the SQS response are built
 //! from it.
 
-mod reason;
 pub mod rejects;
 pub mod response;
+pub mod settle;
 
 use std::collections::BTreeMap;
 
-pub use reason::{Reason, Rejection};
 pub use rejects::Rejects;
 
-use crate::origin::Origin;
+use crate::domain::{Origin, Rejection};
 
 /// How many first positions of each rejection reason are kept for the summary.
 const EXAMPLES: usize = 5;

@@ -8,8 +8,7 @@ use std::path::PathBuf;
 
 use time::OffsetDateTime;
 
-use super::Rejection;
-use crate::origin::Origin;
+use crate::domain::{Origin, Rejection};
 
 /// Where rejections go.
 pub enum Rejects {

@@ -3,32 +3,9 @@
 
 use std::collections::HashSet;
 
-use serde::Serialize;
+use aws_lambda_events::event::sqs::SqsBatchResponse;
 
-/// An SQS message of the batch, in batch order.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Message {
-    /// Its id.
-    pub id: String,
-    /// Its FIFO message group, if any.
-    pub group: Option<String>,
-}
-
-/// `{"batchItemFailures": [{"itemIdentifier": id}]}`.
-#[derive(Debug, Default, Serialize, PartialEq, Eq)]
-#[serde(rename_all = "camelCase")]
-pub struct SqsResponse {
-    /// The failed messages.
-    pub batch_item_failures: Vec<ItemFailure>,
-}
-
-/// One failed message.
-#[derive(Debug, Serialize, PartialEq, Eq)]
-#[serde(rename_all = "camelCase")]
-pub struct ItemFailure {
-    /// The message id.
-    pub item_identifier: String,
-}
+use crate::trigger::Message;
 
 /// The messages to report, in batch order: those `failed`, and in FIFO groups every message
 /// after a failed one.
@@ -50,16 +27,13 @@ pub fn failed_messages(messages: &[Message], failed: &HashSet<&str>) -> Vec<Stri
     out
 }
 
-impl SqsResponse {
-    /// The response for these message ids.
-    pub fn new(failed: Vec<String>) -> Self {
-        Self {
-            batch_item_failures: failed
-                .into_iter()
-                .map(|item_identifier| ItemFailure { item_identifier })
-                .collect(),
-        }
+/// The answer to SQS for these message ids: `{"batchItemFailures": [{"itemIdentifier": id}]}`.
+pub fn sqs_response(failed: Vec<String>) -> SqsBatchResponse {
+    let mut response = SqsBatchResponse::default();
+    for id in failed {
+        response.add_failure(id);
     }
+    response
 }
 
 #[cfg(test)]
@@ -90,7 +64,7 @@ mod tests {
     fn standard_queues_report_exactly_the_failed() {
         let messages = [m("1", None), m("2", None), m("3", None)];
         assert_eq!(failed_messages(&messages, &HashSet::from(["2"])), ["2"]);
-        let body = serde_json::to_string(&SqsResponse::new(vec!["2".into()])).unwrap();
+        let body = serde_json::to_string(&sqs_response(vec!["2".into()])).unwrap();
         assert_eq!(body, r#"{"batchItemFailures":[{"itemIdentifier":"2"}]}"#);
     }
 }

@@ -7,10 +7,10 @@ use std::io::{self, Read};
 use std::rc::Rc;
 
 use super::{reject_rest, Budgeted, Interrupted, Limits, RecordSink};
-use crate::event::raw::FIELD_NAMES;
-use crate::event::{Field, RawEvent};
-use crate::origin::Position;
-use crate::outcome::{Reason, Rejection};
+use crate::domain::Position;
+use crate::domain::{Reason, Rejection};
+use crate::read::record::FIELD_NAMES;
+use crate::read::{Field, RawEvent};
 
 /// The csv reader's buffer: it reads ahead by up to this much.
 const BUFFER: usize = 64 << 10;

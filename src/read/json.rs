@@ -10,10 +10,10 @@ use serde_json::value::RawValue;
 use std::cell::Cell;
 use std::rc::Rc;
 
+use super::RawEvent;
 use super::{json_rejection, reject_rest, Budgeted, Interrupted, Limits, RecordSink};
-use crate::event::RawEvent;
-use crate::origin::Position;
-use crate::outcome::{Reason, Rejection};
+use crate::domain::Position;
+use crate::domain::{Reason, Rejection};
 
 struct State<'k> {
     sink: &'k mut dyn RecordSink,

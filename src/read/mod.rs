@@ -5,15 +5,17 @@
 mod csv;
 mod json;
 mod ndjson;
+pub mod record;
+pub(crate) mod scan;
 
 use std::fmt;
 use std::io::{self, BufRead, BufReader, Read};
 
 pub use self::json::read_json_slice;
 
-use crate::event::RawEvent;
-use crate::origin::Position;
-use crate::outcome::{Reason, Rejection};
+use crate::domain::Position;
+use crate::domain::{Reason, Rejection};
+pub use record::{Field, RawEvent};
 
 /// Where records go.
 pub trait RecordSink {

@@ -4,10 +4,10 @@
 
 use std::io::BufRead;
 
+use super::RawEvent;
 use super::{json_rejection, reject_rest, Interrupted, Limits, RecordSink};
-use crate::event::RawEvent;
-use crate::origin::Position;
-use crate::outcome::{Reason, Rejection};
+use crate::domain::Position;
+use crate::domain::{Reason, Rejection};
 
 /// A line read into the buffer, or why it was not.
 enum Line {

@@ -9,7 +9,7 @@
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
-use super::raw::{Field, RawEvent};
+use super::record::{Field, RawEvent};
 
 /// Nested values with more brackets than this are left to serde_json (its recursion limit).
 const MAX_NESTED_BRACKETS: usize = 64;
@@ -233,7 +233,7 @@ mod tests {
     use proptest::prelude::*;
 
     use super::*;
-    use crate::event::raw::FIELD_NAMES;
+    use crate::read::record::FIELD_NAMES;
 
     fn scan(text: &str) -> Option<RawEvent<'_>> {
         let mut e = RawEvent::default();

@@ -7,8 +7,6 @@ use std::sync::Arc;
 
 use sha2::{Digest, Sha256};
 
-use crate::event::match_key::hex;
-
 /// One unit of work of an invocation: an SQS message or an object to import.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Unit {
@@ -114,7 +112,7 @@ impl Origin {
             }
         }
         h.update(&digits[start..]);
-        hex(&h.finalize()[..16])
+        hex::encode(&h.finalize()[..16])
     }
 
     /// The origin as the rejects report writes it.
@@ -180,7 +178,7 @@ mod tests {
         // sha256("sqs:m-1#1024"), first 16 bytes: the record number is written in decimal.
         let mut h = Sha256::new();
         h.update(b"sqs:m-1#1024");
-        assert_eq!(o(&a, 1024).dedupe_id(), hex(&h.finalize()[..16]));
+        assert_eq!(o(&a, 1024).dedupe_id(), hex::encode(&h.finalize()[..16]));
     }
 
     #[test]

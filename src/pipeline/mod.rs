@@ -1,0 +1,217 @@
+//! One invocation, end to end: the reading side ([`reading`], a blocking thread) turns units into
+//! validated, batched events; the delivering side ([`delivering`]) posts the batches and books
+//! every event's disposition; then rejects are stored and the invocation is settled.
+
+mod delivering;
+mod reading;
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Instant;
+
+use time::OffsetDateTime;
+use tokio::sync::mpsc;
+
+use crate::batch::Batch;
+use crate::config::Config;
+use crate::domain::Cause;
+use crate::dsp::{Dsp, Session};
+use crate::event::Rules;
+use crate::outcome::settle::{settle, Facts};
+use crate::outcome::{rejects, Ledger, ReasonSummary, Rejects, Tally};
+use crate::read::Limits;
+use crate::store::{MessageQueue, ObjectStore};
+use crate::trigger::Work;
+use reading::Reader;
+
+/// The parts an invocation runs with; built once at cold start.
+#[derive(Clone)]
+pub struct Pipeline {
+    /// Configuration.
+    pub config: Arc<Config>,
+    /// Where objects are read and rejects stored.
+    pub objects: Arc<dyn ObjectStore>,
+    /// The retry queue.
+    pub queue: Arc<dyn MessageQueue>,
+    /// Delivery.
+    pub dsp: Arc<Dsp>,
+}
+
+/// What identifies one invocation.
+#[derive(Clone, Debug)]
+pub struct Invocation {
+    /// Lambda's request id (names the rejects object).
+    pub request_id: String,
+    /// When it started (dates the rejects object, anchors the 7-day window).
+    pub started: OffsetDateTime,
+    /// After this instant no new attempt starts.
+    pub cutoff: Instant,
+}
+
+/// What happened, for the response, the summary line and the metrics.
+#[derive(Clone, Debug, Default)]
+pub struct Report {
+    /// Event counts.
+    pub totals: Tally,
+    /// HTTP requests sent to the DSP (or that would be sent, in a dry run).
+    pub requests: u64,
+    /// Requests answered 429.
+    pub throttled: u64,
+    /// Whether nothing was posted.
+    pub dry_run: bool,
+    /// SQS: the messages to redeliver, in batch order.
+    pub failed_messages: Vec<String>,
+    /// Why the invocation as a whole failed (SQS: every message fails; S3: it errors).
+    pub failure: Option<Cause>,
+    /// Rejections by reason.
+    pub reasons: BTreeMap<String, ReasonSummary>,
+    /// Where the rejects report was stored.
+    pub rejects_object: Option<String>,
+}
+
+fn lock(ledger: &Mutex<Ledger>) -> MutexGuard<'_, Ledger> {
+    // A panicking holder leaves counts that are still the best we know.
+    ledger
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+impl Pipeline {
+    /// Runs one invocation. `bodies`, in a dry run, receives every request body as one line.
+    pub async fn run(
+        &self,
+        work: Work,
+        invocation: Invocation,
+        bodies: Option<Box<dyn Write + Send>>,
+    ) -> Report {
+        let config = &self.config;
+        let dry_run = config.dry_run;
+        let rejects = if dry_run {
+            Rejects::Discard
+        } else if config.rejects_bucket.is_some() {
+            Rejects::spool(&invocation.request_id).unwrap_or_else(|e| {
+                tracing::error!(error = %e, "cannot spool rejects; logging them instead");
+                Rejects::Log
+            })
+        } else {
+            Rejects::Log
+        };
+        let ledger = Arc::new(Mutex::new(Ledger::new(work.units.len(), rejects)));
+        let stop = Arc::new(AtomicBool::new(false));
+        let (tx, rx) = mpsc::channel::<Batch>(config.max_in_flight * 2);
+
+        let reader = Reader {
+            rules: Rules::new(config.events.clone(), invocation.started),
+            limits: Limits {
+                max_record_bytes: config.max_record_bytes,
+                max_object_bytes: config.max_object_bytes,
+            },
+            max_events: config.max_events_per_request,
+            objects: self.objects.clone(),
+            ledger: ledger.clone(),
+            stop: stop.clone(),
+            cutoff: invocation.cutoff,
+        };
+        let unit_messages: Vec<Option<String>> = work
+            .units
+            .iter()
+            .map(|u| u.unit.message_id.clone())
+            .collect();
+        let units = work.units;
+        let producer = tokio::task::spawn_blocking(move || reader.read_all(units, &tx));
+
+        let session = Arc::new(Session::new(self.dsp.clone(), invocation.cutoff));
+        let outcome = if dry_run {
+            self.count_dry_run(rx, &ledger, bodies).await
+        } else {
+            self.deliver_all(rx, &ledger, &session, work.mode).await
+        };
+        if producer.await.is_err() {
+            stop.store(true, Ordering::Relaxed);
+            // The reader panicked: which records it reached is unknown, so nothing is complete.
+            let mut l = lock(&ledger);
+            for unit in 0..l.units().len() {
+                l.incomplete(unit);
+            }
+        }
+
+        let rejects = lock(&ledger).take_rejects();
+        let rejects_object = match self.store_rejects(rejects, &invocation).await {
+            Ok(key) => key,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot store the rejects report");
+                // Their rejections are not kept: those units must be read again.
+                let mut l = lock(&ledger);
+                let with_rejections: Vec<usize> = l
+                    .units()
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, t)| t.rejected > 0)
+                    .map(|(i, _)| i)
+                    .collect();
+                for unit in with_rejections {
+                    l.incomplete(unit);
+                }
+                None
+            }
+        };
+
+        let l = lock(&ledger);
+        let settlement = settle(
+            l.units(),
+            Facts {
+                mode: work.mode,
+                messages: &work.messages,
+                unit_messages: &unit_messages,
+                failure: session.fatal().cloned().or(outcome.failure),
+                leftovers_queued: outcome.leftovers_queued,
+            },
+        );
+        Report {
+            totals: l.totals(),
+            requests: if dry_run {
+                outcome.dry_requests
+            } else {
+                session.requests()
+            },
+            throttled: session.throttled(),
+            dry_run,
+            failed_messages: settlement.failed_messages,
+            failure: settlement.failure,
+            reasons: l.reasons().clone(),
+            rejects_object,
+        }
+    }
+
+    async fn store_rejects(
+        &self,
+        rejects: Rejects,
+        invocation: &Invocation,
+    ) -> Result<Option<String>, Cause> {
+        let Some(path) = rejects
+            .finish()
+            .map_err(|e| Cause::Store(format!("cannot write the rejects report: {e}")))?
+        else {
+            return Ok(None);
+        };
+        let result = match &self.config.rejects_bucket {
+            Some(bucket) => {
+                let key = rejects::key(
+                    &self.config.rejects_prefix,
+                    invocation.started,
+                    &invocation.request_id,
+                );
+                self.objects
+                    .put_file(bucket, &key, &path)
+                    .await
+                    .map(|()| Some(format!("s3://{bucket}/{key}")))
+                    .map_err(|e| Cause::Store(e.to_string()))
+            }
+            None => Ok(None),
+        };
+        let _ = std::fs::remove_file(&path);
+        result
+    }
+}
