@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+import email.utils
 import hashlib
 import http.client
 import json
@@ -21,6 +22,8 @@ from datetime import datetime, timedelta, timezone
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 MEDIA = "application/vnd.dspconversioneventimport.v1+json"
+DEF_MEDIA = "application/vnd.dspconversiondefinition.v1+json"
+DEL_MEDIA = "application/vnd.dspuserdeletionrequest.v1+json"
 ADV = "demo-advertiser"
 EVENT_PATH = f"/accounts/{ADV}/dsp/conversionDefinitions/eventData"
 
@@ -270,6 +273,186 @@ class FakeDspTest(unittest.TestCase):
         self.assertEqual(self.token()[0], 200)   # random faults default to the dsp target
         self.control("DELETE", "/_control/faults")
         self.assertEqual(self.post([event()], h)[0], 207)
+
+    # -- DspErrorV1, definitions, deletions, rate limit ----------------------------------------
+
+    def api(self, kind, body, media, headers=None, client=None):
+        h = headers or self.headers(**{"Content-Type": media, "Accept": media})
+        return (client or self.c).request("POST", f"/accounts/{ADV}/dsp/conversionDefinitions/{kind}", body, h)
+
+    def list_defs(self, body=None, headers=None):
+        return self.api("list", {} if body is None else body, DEF_MEDIA, headers)
+
+    def delete(self, entries, headers=None):
+        return self.api("delete", {"deletionRequests": entries}, DEL_MEDIA, headers)
+
+    def test_whole_request_errors_are_dsp_error_v1(self):
+        ids = set()
+        for status, resp, doc in (self.post([event()], self.headers(token="")),
+                                  self.post([event()], source="WEB"),
+                                  self.post([event()], self.headers(**{"Content-Type": "text/plain"}))):
+            self.assertEqual(set(doc), {"code", "message", "requestId", "errors"}, doc)
+            self.assertEqual(resp.getheader("x-amzn-RequestId"), doc["requestId"])
+            ids.add(doc["requestId"])
+        self.assertEqual(len(ids), 3)   # a fresh requestId per response
+        status, _, doc = self.post([event()], source="WEB")
+        self.assertEqual((status, doc["code"], doc["errors"][0]["fieldName"]), (400, "BAD_REQUEST", "source"))
+        status, _, doc = self.post([event(), event("__bad_request__")])
+        self.assertEqual(doc["errors"][0]["fieldName"], "eventData[1].name")
+        self.control("POST", "/_control/config", {"max_body_bytes": 100})
+        self.assertEqual(self.post([event()])[2]["code"], "PAYLOAD_TOO_LARGE")
+        self.control("POST", "/_control/faults", {"status": 422, "message": "nope"})
+        status, _, doc = self.post([event()])
+        self.assertEqual((status, doc["code"], doc["message"]), (422, "UNPROCESSABLE_ENTITY", "nope"))
+
+    def test_invalid_event_status_400(self):
+        self.control("POST", "/_control/config", {"invalid_event_status": 400})
+        status, _, doc = self.post([event(), event(countryCode="usa"), event("__reject__")])
+        self.assertEqual(status, 400, doc)
+        self.assertIn("index 2, 3", doc["message"])
+        self.assertEqual([e["fieldName"] for e in doc["errors"]], ["eventData[1].countryCode", "eventData[2].name"])
+        self.assertEqual(self.control("GET", "/_control/state")["accepted_count"], 0)
+        self.assertEqual(self.post([event()])[0], 207)
+
+    def test_list_definitions_paginated(self):
+        defs = [{"conversionDefinitionId": f"d{i}", "name": f"Def {i}", "conversionType": "LEAD",
+                 "source": "SERVER_TO_SERVER"} for i in range(5)] + ["legacy"]
+        self.control("POST", "/_control/config", {"conversion_definitions": defs, "definitions_page_size": 4})
+        h = self.headers(**{"Content-Type": DEF_MEDIA, "Accept": DEF_MEDIA})
+        status, resp, doc = self.list_defs({"maxResults": 2}, h)
+        self.assertEqual((status, resp.getheader("Content-Type")), (200, DEF_MEDIA))
+        self.assertEqual(doc["conversionDefinitions"][0], {
+            "conversionDefinitionId": "d0", "name": "Def 0", "conversionType": "LEAD",
+            "source": "SERVER_TO_SERVER", "sourceType": "API", "countingMethod": "EACH"})
+        seen = [d["conversionDefinitionId"] for d in doc["conversionDefinitions"]]
+        pages = 1
+        while "nextToken" in doc:
+            doc = self.list_defs({"maxResults": 100, "nextToken": doc["nextToken"]}, h)[2]
+            self.assertLessEqual(len(doc["conversionDefinitions"]), 4)   # the page size caps maxResults
+            seen += [d["conversionDefinitionId"] for d in doc["conversionDefinitions"]]
+            pages += 1
+        self.assertEqual((seen, pages), (["d0", "d1", "d2", "d3", "d4", "legacy"], 2))
+        self.assertEqual(self.list_defs({"nextToken": "forged"}, h)[0], 400)
+        self.assertEqual(self.list_defs({"maxResults": 0}, h)[0], 400)
+        self.assertEqual(self.list_defs({"filter": 1}, h)[0], 400)
+        self.assertEqual(self.api("list", {}, MEDIA, self.headers())[0], 415)
+        self.assertEqual(self.list_defs({}, self.headers(token="", **{"Content-Type": DEF_MEDIA, "Accept": DEF_MEDIA}))[0], 401)
+        for status in (403, 404):
+            self.control("POST", "/_control/config", {"definitions_list_status": status})
+            got, _, doc = self.list_defs({}, h)
+            self.assertEqual((got, set(doc)), (status, {"code", "message", "requestId", "errors"}))
+        self.control("POST", "/_control/config", {"definitions_list_status": None})
+        self.control("POST", "/_control/faults", {"target": "list", "status": 503})
+        self.assertEqual(self.list_defs({}, h)[0], 503)
+        self.assertEqual(self.list_defs({}, h)[0], 200)
+        state = self.control("GET", "/_control/state")
+        self.assertEqual(len(state["definition_requests"]), 11)
+        self.assertEqual(state["requests"], [])    # eventData only
+        self.assertEqual(self.c.request("POST", "/_control/config",
+                                        {"conversion_definitions": [{"conversionDefinitionId": "x",
+                                                                     "source": "WEB"}]})[0], 400)
+
+    def test_definition_rules_on_events(self):
+        self.control("POST", "/_control/config", {"conversion_definitions": [
+            {"conversionDefinitionId": "buy", "name": "Buy", "conversionType": "OFF_AMAZON_PURCHASES",
+             "source": "SERVER_TO_SERVER"},
+            {"conversionDefinitionId": "tag", "name": "Tag", "conversionType": "PAGE_VIEW", "source": "AMAZON_AD_TAG"},
+            {"conversionDefinitionId": "app", "name": "App", "conversionType": "OTHER", "source": "MMP"},
+            "any"]})
+        h = self.headers()
+        doc = self.post([event(conversionDefinitionId="buy", value=-1), event(conversionDefinitionId="buy", value=5),
+                         event(conversionDefinitionId="tag", value=-1), event(conversionDefinitionId="app"),
+                         event(conversionDefinitionId="any", value=-3), event(conversionDefinitionId="nope")], h)[2]
+        self.assertEqual([s["index"] for s in doc["success"]], [2, 5])
+        errs = {e["index"]: e["errors"][0] for e in doc["error"]}
+        self.assertEqual(errs[1]["fieldName"], "value")
+        self.assertIn("source AMAZON_AD_TAG", errs[3]["message"])           # wrong source
+        self.assertIn("MMP", errs[4]["message"])
+        self.assertEqual(errs[6]["fieldName"], "conversionDefinitionId")
+        self.assertEqual({e["code"] for e in doc["error"]}, {"INVALID_ARGUMENT"})
+        doc = self.post([event(conversionDefinitionId="tag", value=-1), event(conversionDefinitionId="any")],
+                        h, source="AMAZON_AD_TAG")[2]
+        self.assertEqual([s["index"] for s in doc["success"]], [1, 2])
+
+    def test_deletions(self):
+        h = self.headers()
+        email = sha("gone@example.com")
+        self.post([event(clientDedupeId="x", matchKeys=[{"type": "EMAIL", "values": [email]}]),
+                   event(clientDedupeId="y")], h)
+        dh = self.headers(**{"Content-Type": DEL_MEDIA, "Accept": DEL_MEDIA})
+        status, resp, doc = self.delete([{"matchKeys": [{"type": "EMAIL", "values": [email]}]},
+                                         {"matchKeys": [{"type": "EMAIL", "values": ["gone@example.com"]}]},
+                                         {"matchKeys": [{"type": "MAID", "values": ["__reject__"]}]},
+                                         {"matchKeys": [{"type": "MAID", "values": ["6d92078a-8246-4ba4-ae5b-76104861e7dc"]}],
+                                          "extra": 1}], dh)
+        self.assertEqual((status, resp.getheader("Content-Type")), (207, DEL_MEDIA))
+        self.assertEqual([s["index"] for s in doc["success"]], [1])
+        self.assertEqual([e["index"] for e in doc["error"]], [2, 3, 4])
+        self.assertEqual(doc["error"][0]["errors"][0]["fieldName"], "matchKeys[0].values[0]")
+        self.assertNotIn("gone@example.com", json.dumps(doc))
+        state = self.control("GET", "/_control/state")
+        self.assertEqual((state["deletions_count"], state["events_deleted"], state["accepted_count"]), (1, 1, 1))
+        self.assertEqual(state["deletions"][0], {"advertiserId": ADV,
+                                                  "matchKeys": [{"type": "EMAIL", "values": [email]}]})
+        self.assertEqual(self.delete([], dh)[0], 400)
+        self.assertEqual(self.delete([{"matchKeys": []}] * 101, dh)[0], 400)
+        self.assertEqual(self.delete([{"matchKeys": [{"type": "MAID", "values": ["__bad_request__"]}]}], dh)[0], 400)
+        self.assertEqual(self.delete([{"matchKeys": [{"type": "EMAIL", "values": [email]}]}], h)[0], 415)
+        self.control("POST", "/_control/faults", [{"target": "delete", "status": 429, "retry_after": 2},
+                                                  {"target": "delete", "event_errors": {"1": "THROTTLED"}},
+                                                  {"target": "delete", "omit": [2]}])
+        ok = [{"matchKeys": [{"type": "EMAIL", "values": [email]}]}] * 2
+        status, resp, _ = self.delete(ok, dh)
+        self.assertEqual((status, resp.getheader("Retry-After")), (429, "2"))
+        doc = self.delete(ok, dh)[2]
+        self.assertEqual(([s["index"] for s in doc["success"]], doc["error"][0]["code"]), ([2], "THROTTLED"))
+        doc = self.delete(ok, dh)[2]
+        self.assertEqual(([s["index"] for s in doc["success"]], doc["error"]), ([1], []))
+        self.assertEqual([r["fault"] for r in self.control("GET", "/_control/state")["deletion_requests"]][-3:],
+                         ["status:429", "event_errors", "omit"])
+
+    def test_server_wide_rate_limit(self):
+        h = self.headers()
+        self.control("POST", "/_control/config", {"rate_limit_rps": 2, "rate_limit_burst": 2})
+        clients = [Client(self.port) for _ in range(2)]
+        statuses = []
+        for i in range(6):   # two connections, one bucket: only the burst gets through at once
+            status, resp, doc = self.post([event()], h, client=clients[i % 2])
+            statuses.append(status)
+            if status == 429:
+                self.assertEqual((doc["code"], resp.getheader("Retry-After")), ("THROTTLED", "1"))
+        for c in clients:
+            c.close()
+        self.assertEqual(statuses[:2], [207, 207])
+        self.assertGreaterEqual(statuses.count(429), 3)
+        # The list and delete endpoints draw from the same bucket.
+        self.assertEqual(self.list_defs({}, self.headers(**{"Content-Type": DEF_MEDIA, "Accept": DEF_MEDIA}))[0], 429)
+        rate = self.control("GET", "/_control/rate")
+        self.assertEqual((rate["admitted"], rate["throttled"], rate["responses_429"]),
+                         (statuses.count(207), statuses.count(429) + 1, statuses.count(429) + 1))
+        self.assertEqual(sum(s["admitted"] + s["throttled"] for s in rate["per_second"]), 7)
+        self.assertGreater(rate["limit_used"], 0.5)
+        self.assertAlmostEqual(rate["throttled_share"], rate["throttled"] / 7)
+        self.assertEqual(self.control("GET", "/_control/state")["requests"][-1]["fault"], "rate_limit")
+        time.sleep(0.6)
+        self.control("POST", "/_control/config", {"retry_after_format": "http-date"})
+        self.post([event()], h)
+        status, resp, _ = self.post([event()], h)
+        self.assertEqual(status, 429)
+        when = email.utils.parsedate_to_datetime(resp.getheader("Retry-After"))
+        self.assertLess(abs((when - datetime.now(timezone.utc)).total_seconds() - 1), 2)
+        self.control("DELETE", "/_control/rate")
+        self.assertEqual(self.control("GET", "/_control/rate")["admitted"], 0)
+        self.control("POST", "/_control/config", {"rate_limit_rps": None})
+        self.assertEqual([self.post([event()], h)[0] for _ in range(5)], [207] * 5)
+        self.assertIsNone(self.control("GET", "/_control/rate")["limit_used"])
+
+    def test_http_date_retry_after_on_faults(self):
+        self.control("POST", "/_control/config", {"retry_after_format": "http-date"})
+        self.control("POST", "/_control/faults", {"status": 429, "retry_after": 30})
+        resp = self.post([event()])[1]
+        when = email.utils.parsedate_to_datetime(resp.getheader("Retry-After"))
+        self.assertLess(abs((when - datetime.now(timezone.utc)).total_seconds() - 30), 2)
 
 
 FUNCTION = r'''
