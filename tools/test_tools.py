@@ -1,7 +1,10 @@
 #!/usr/bin/env python3
-"""Self-test for the test tooling (fake_dsp.py and lambda_emulator.py). Not product code.
+"""Self-test for the test tooling (fake_dsp.py, lambda_emulator.py, sqs_mapping.py). Not product code.
 
-    python3 tools/test_tools.py        (stdlib unittest; a few seconds)
+    python3 tools/test_tools.py        (stdlib unittest; about 15 seconds)
+
+The sqs_mapping tests run against moto in this process and are skipped without moto[server]
+and boto3.
 """
 
 from __future__ import annotations
@@ -10,6 +13,7 @@ import email.utils
 import hashlib
 import http.client
 import json
+import logging
 import os
 import subprocess
 import sys
@@ -536,6 +540,166 @@ class EmulatorTest(unittest.TestCase):
         for t in threads:
             t.join()
         self.assertEqual(sorted(o[2] for o in out), [b'{"i": %d}' % i for i in range(4)])
+
+
+SQS_FUNCTION = r'''
+import json, os, time, urllib.request
+opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+base = "http://" + os.environ["AWS_LAMBDA_RUNTIME_API"] + "/2018-06-01/runtime/invocation/"
+while True:
+    with opener.open(base + "next") as r:
+        rid = r.headers["Lambda-Runtime-Aws-Request-Id"]
+        event = json.loads(r.read())
+    with open(os.environ["EVENTS_LOG"], "a") as f:
+        f.write(json.dumps(event) + "\n")
+    bodies = [json.loads(rec["body"]) for rec in event["Records"]]
+    time.sleep(max([b.get("sleep", 0) for b in bodies]))
+    if any(b.get("crash") for b in bodies):
+        url, out = base + rid + "/error", {"errorType": "Crash", "errorMessage": "asked to"}
+    else:
+        out = {"batchItemFailures": [{"itemIdentifier": rec["messageId"]}
+                                     for rec, b in zip(event["Records"], bodies) if b.get("fail")]}
+        url = base + rid + "/response"
+    opener.open(urllib.request.Request(url, data=json.dumps(out).encode(), method="POST")).read()
+'''
+
+
+def free_port() -> int:
+    import socket
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+try:
+    import boto3
+    from moto.server import ThreadedMotoServer
+except ImportError:        # the mapping tests need moto[server] and boto3
+    boto3 = None
+
+
+@unittest.skipIf(boto3 is None, "moto[server] and boto3 are not installed")
+class SqsMappingTest(unittest.TestCase):
+    @classmethod
+    def setUpClass(cls):
+        sys.path.insert(0, HERE)
+        import sqs_mapping
+        cls.m = sqs_mapping
+        sqs_mapping.quiet = True
+        logging.getLogger("werkzeug").setLevel(logging.ERROR)   # moto's access log
+        port = free_port()
+        cls.moto = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+        cls.moto.start()
+        cls.endpoint = f"http://127.0.0.1:{port}"
+        cls.sqs = boto3.client("sqs", endpoint_url=cls.endpoint, region_name="us-east-1",
+                               aws_access_key_id="testing", aws_secret_access_key="testing")
+        cls.tmp = tempfile.TemporaryDirectory()
+        script = os.path.join(cls.tmp.name, "function.py")
+        with open(script, "w") as f:
+            f.write(SQS_FUNCTION)
+        cls.events_log = os.path.join(cls.tmp.name, "events.ndjson")
+        env = dict(os.environ, EVENTS_LOG=cls.events_log)
+        cls.emulators = []
+        for _ in range(2):
+            proc = subprocess.Popen([sys.executable, os.path.join(HERE, "lambda_emulator.py"), "--port", "0",
+                                     "--quiet", "--timeout", "10", "--", sys.executable, script],
+                                    stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL,
+                                    env=env)
+            port = int(proc.stdout.readline().split()[1])
+            threading.Thread(target=proc.stdout.read, daemon=True).start()
+            cls.emulators.append((proc, f"http://127.0.0.1:{port}/2015-03-31/functions/f/invocations"))
+        cls.urls = [u for _, u in cls.emulators]
+
+    @classmethod
+    def tearDownClass(cls):
+        for proc, _ in cls.emulators:
+            stop(proc)
+        cls.moto.stop()
+        cls.tmp.cleanup()
+
+    def queue(self, name, max_receive=2, **attrs):
+        dlq = self.sqs.create_queue(QueueName=name + "-dlq")["QueueUrl"]
+        dlq_arn = self.sqs.get_queue_attributes(QueueUrl=dlq, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+        redrive = json.dumps({"deadLetterTargetArn": dlq_arn, "maxReceiveCount": max_receive})
+        url = self.sqs.create_queue(QueueName=name, Attributes={"VisibilityTimeout": "1", "RedrivePolicy": redrive,
+                                                                **attrs})["QueueUrl"]
+        return url, dlq
+
+    def events(self) -> list[dict]:
+        with open(self.events_log) as f:
+            return [json.loads(line) for line in f]
+
+    def test_batches_deletes_redelivers_and_dead_letters(self):
+        url, dlq = self.queue("mapping")
+        self.sqs.send_message(QueueUrl=url, MessageBody=json.dumps({"n": 0}),
+                              MessageAttributes={"origin": {"DataType": "String", "StringValue": "test"}})
+        for i in range(1, 12):
+            self.sqs.send_message(QueueUrl=url, MessageBody=json.dumps({"n": i, "sleep": 0.2}))
+        for body in ({"fail": True}, {"fail": True, "n": 99}):
+            self.sqs.send_message(QueueUrl=url, MessageBody=json.dumps(body))
+        stats = self.m.EventSourceMapping(self.sqs, url, self.urls, batch_size=4, idle_stop_s=1.0,
+                                          max_total_s=30).run()
+        self.assertEqual((stats["stopped"], stats["messages_deleted"], stats["moved_to_dlq"],
+                          stats["invocation_errors"], stats["delete_errors"]), ("idle", 12, 2, 0, 0), stats)
+        self.assertEqual(stats["messages_failed"], 4)          # the two failures, received twice each
+        self.assertEqual(stats["max_concurrent"], 2)
+        self.assertEqual(stats["dead_letter_queue_url"], dlq)
+        dead = self.sqs.receive_message(QueueUrl=dlq, MaxNumberOfMessages=10)["Messages"]
+        self.assertEqual(sorted(json.loads(m["Body"]).get("n", 0) for m in dead), [0, 99])
+        records = [r for e in self.events() for r in e["Records"] if r["eventSourceARN"].endswith(":mapping")]
+        self.assertLessEqual(max(len(e["Records"]) for e in self.events()), 4)
+        first = next(r for r in records if json.loads(r["body"]) == {"n": 0})
+        self.assertEqual(list(first), ["messageId", "receiptHandle", "body", "attributes", "messageAttributes",
+                                       "md5OfMessageAttributes", "md5OfBody", "eventSource", "eventSourceARN",
+                                       "awsRegion"])
+        self.assertEqual((first["eventSource"], first["awsRegion"]), ("aws:sqs", "us-east-1"))
+        self.assertEqual(first["messageAttributes"], {"origin": {"stringValue": "test", "stringListValues": [],
+                                                                 "binaryListValues": [], "dataType": "String"}})
+        self.assertEqual(first["attributes"]["ApproximateReceiveCount"], "1")
+        self.assertTrue({"SentTimestamp", "SenderId", "ApproximateFirstReceiveTimestamp"} <= set(first["attributes"]))
+        retried = [r["attributes"]["ApproximateReceiveCount"] for r in records if json.loads(r["body"]).get("fail")]
+        self.assertEqual(sorted(retried), ["1", "1", "2", "2"])
+        plain = next(r for r in records if json.loads(r["body"]).get("n") == 1)
+        self.assertNotIn("md5OfMessageAttributes", plain)
+
+    def test_function_errors_keep_the_batch_and_the_cli_reports(self):
+        url, dlq = self.queue("crashing", max_receive=1)
+        self.sqs.send_message(QueueUrl=url, MessageBody=json.dumps({"crash": True}))
+        out = subprocess.run([sys.executable, os.path.join(HERE, "sqs_mapping.py"), "--endpoint-url", self.endpoint,
+                              "--queue-url", url, "--invoke-url", self.urls[0], "--max-concurrency", "1",
+                              "--idle-stop", "0.5", "--max-seconds", "20", "--quiet"],
+                             capture_output=True, text=True, timeout=60,
+                             env=dict(os.environ, AWS_ACCESS_KEY_ID="testing", AWS_SECRET_ACCESS_KEY="testing"))
+        self.assertEqual(out.returncode, 0, out.stderr)
+        line = next(x for x in out.stdout.splitlines() if x.startswith("MAPPING RESULT "))
+        result = json.loads(line[len("MAPPING RESULT "):])
+        self.assertEqual((result["invocations"], result["invocation_errors"], result["messages_deleted"],
+                          result["moved_to_dlq"], result["stopped"]), (1, 1, 0, 1, "idle"), result)
+
+    def test_fifo_records(self):
+        url = self.sqs.create_queue(QueueName="orders.fifo", Attributes={
+            "FifoQueue": "true", "ContentBasedDeduplication": "true"})["QueueUrl"]
+        self.sqs.send_message(QueueUrl=url, MessageBody="{}", MessageGroupId="g1")
+        arn = self.sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+        (msg,) = self.sqs.receive_message(QueueUrl=url, AttributeNames=["All"], MessageAttributeNames=["All"])["Messages"]
+        rec = self.m.lambda_sqs_record(msg, arn)
+        self.assertEqual(rec["attributes"]["MessageGroupId"], "g1")
+        self.assertIn("MessageDeduplicationId", rec["attributes"])   # (moto gives no SequenceNumber)
+        self.assertEqual((rec["eventSourceARN"], rec["messageAttributes"]), (arn, {}))
+
+    def test_batch_item_failure_rules(self):
+        Inv, keep = self.m.Invocation, self.m.messages_to_keep
+        ids = ["a", "b", "c"]
+        self.assertEqual(keep(Inv(200, None, b'{"batchItemFailures": [{"itemIdentifier": "b"}]}'), ids, True), {"b"})
+        for body in (b"", b"null", b"{}", b'{"batchItemFailures": []}', b'{"batchItemFailures": null}'):
+            self.assertEqual(keep(Inv(200, None, body), ids, True), set(), body)
+        for body in (b"not json", b"[]", b'{"batchItemFailures": [{"itemIdentifier": ""}]}',
+                     b'{"batchItemFailures": [{"itemIdentifier": null}]}', b'{"batchItemFailures": [{"id": "a"}]}',
+                     b'{"batchItemFailures": [{"itemIdentifier": "zzz"}]}', b'{"batchItemFailures": "a"}'):
+            self.assertEqual(keep(Inv(200, None, body), ids, True), set(ids), body)
+        self.assertEqual(keep(Inv(200, "Unhandled", b"{}"), ids, True), set(ids))
+        self.assertEqual(keep(Inv(502, None, b"{}"), ids, False), set(ids))
+        self.assertEqual(keep(Inv(200, None, b'{"batchItemFailures": [{"itemIdentifier": "b"}]}'), ids, False), set())
 
 
 if __name__ == "__main__":
