@@ -41,8 +41,13 @@ def start(args: list[str]) -> tuple[subprocess.Popen, int]:
         proc.kill()
         raise RuntimeError(f"unexpected first line {line!r}")
     # The emulator's function inherits this pipe; drain it so the child never blocks.
-    threading.Thread(target=proc.stdout.read, daemon=True).start()
+    threading.Thread(target=drain, args=(proc.stdout,), daemon=True).start()
     return proc, int(line.split()[1])
+
+
+def drain(pipe):
+    with pipe:
+        pipe.read()
 
 
 def stop(proc: subprocess.Popen):
@@ -451,6 +456,35 @@ class FakeDspTest(unittest.TestCase):
         self.assertEqual([self.post([event()], h)[0] for _ in range(5)], [207] * 5)
         self.assertIsNone(self.control("GET", "/_control/rate")["limit_used"])
 
+    def test_config_file_and_get_config(self):
+        with tempfile.TemporaryDirectory() as tmp:
+            path = os.path.join(tmp, "dsp.json")
+            with open(path, "w") as f:
+                json.dump({"conversion_definitions": [{"conversionDefinitionId": "d1", "source": "MMP"}, "d2"],
+                           "rate_limit_rps": 5}, f)
+            proc, port = start([os.path.join(HERE, "fake_dsp.py"), "--port", "0", "--quiet", "--config", path])
+            try:
+                c = Client(port)
+                status, _, cfg = c.request("GET", "/_control/config")
+                c.close()
+            finally:
+                stop(proc)
+            self.assertEqual((status, cfg["rate_limit_rps"]), (200, 5))
+            self.assertEqual(cfg["conversion_definitions"][1], {
+                "conversionDefinitionId": "d2", "name": "d2", "conversionType": "OTHER", "source": None,
+                "sourceType": "UNKNOWN", "countingMethod": "EACH"})
+            with open(path, "w") as f:
+                json.dump({"rate_limit_rps": -1}, f)
+            bad = subprocess.run([sys.executable, os.path.join(HERE, "fake_dsp.py"), "--config", path],
+                                 capture_output=True, timeout=10)
+            self.assertEqual(bad.returncode, 2)
+
+    def test_random_faults_on_deletions(self):
+        self.control("POST", "/_control/faults", {"random": {"seed": 3, "p503": 1.0, "target": "delete"}})
+        dh = self.headers(**{"Content-Type": DEL_MEDIA, "Accept": DEL_MEDIA})
+        self.assertEqual(self.delete([{"matchKeys": [{"type": "EMAIL", "values": [sha("x")]}]}], dh)[0], 503)
+        self.assertEqual(self.post([event()])[0], 207)
+
     def test_http_date_retry_after_on_faults(self):
         self.control("POST", "/_control/config", {"retry_after_format": "http-date"})
         self.control("POST", "/_control/faults", {"status": 429, "retry_after": 30})
@@ -606,7 +640,7 @@ class SqsMappingTest(unittest.TestCase):
                                     stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL,
                                     env=env)
             port = int(proc.stdout.readline().split()[1])
-            threading.Thread(target=proc.stdout.read, daemon=True).start()
+            threading.Thread(target=drain, args=(proc.stdout,), daemon=True).start()
             cls.emulators.append((proc, f"http://127.0.0.1:{port}/2015-03-31/functions/f/invocations"))
         cls.urls = [u for _, u in cls.emulators]
 
