@@ -22,10 +22,11 @@ What it does
 3. Uploads fresh copies of ``events/data/*`` (every timestamp moved forward by the same amount,
    so that the newest event is one hour old; the CSV's offset-less timestamp stays invalid) under
    the keys the ``events/*.json`` payloads name.
-4. Plays the parts AWS plays: S3 -> Lambda (one S3 event notification per object), a producer
-   -> SQS (the sample message bodies), SQS -> Lambda (the event source mapping: batches of up to
-   10, deleting what the function did not report in ``batchItemFailures``, until the queue is
-   empty; retry messages the function queued itself go through the same loop).
+4. Plays the parts AWS plays, wired as template.yaml wires them: S3 -> SQS (the upload bucket
+   notifies the queue: one S3 event notification message per object), a producer -> SQS (the
+   sample message bodies), SQS -> Lambda (the event source mapping of ``tools/sqs_mapping.py``:
+   batches of up to 10, deleting what the function did not report in ``batchItemFailures``,
+   until the queue is empty; retry messages the function queued itself go through the same loop).
 5. Prints what happened, then one machine-readable line:
    ``DEMO RESULT {"accepted", "rejected", "redelivered", "dsp_accepted", "dsp_requests", "rejects_lines"}``.
 
@@ -34,8 +35,8 @@ DSP's accepted_count, every rejected event is a line in the rejects objects, rec
 + rejected + redelivered, the rejects objects hold none of the samples' raw identifiers and the
 queue is empty at the end. (1: a check failed or a step could not run; 2: bad arguments.)
 
-Counts come from the function: the response to an S3 event, and, for SQS events (whose response
-is only batchItemFailures), the invocation's summary log line (AWS_LAMBDA_LOG_FORMAT=JSON:
+Counts come from the function: every invocation is an SQS event, whose response is only
+batchItemFailures, so they come from each invocation's summary log line (AWS_LAMBDA_LOG_FORMAT=JSON:
 {"level", "fields": {"message": "summary", "received", "accepted", ...}, "span": {"requestId"}}).
 The logs (function.log, moto.log, fake_dsp.log) are in a temporary directory, removed at exit
 unless --keep-logs is given or the demo failed.
@@ -45,12 +46,10 @@ from __future__ import annotations
 
 import argparse
 import atexit
-import base64
 import copy
 import csv
 import ctypes
 import gzip
-import hashlib
 import io
 import json
 import os
@@ -72,6 +71,11 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "tools"))
+import sqs_mapping  # noqa: E402  (tools/ is not a package)
+
+sqs_mapping.quiet = True   # the demo tells each batch itself
+
 EVENTS = ROOT / "events"
 DATA = EVENTS / "data"
 
@@ -100,14 +104,7 @@ SQS_SAMPLES = ["sqs-dsp-request.json", "sqs-simple-events.json", "sqs-mixed-inva
 
 TIMESTAMP = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?(Z|[+-]\d\d:\d\d)")
 SQS_VISIBILITY_S = 2
-SQS_MAX_INVOCATIONS = 6
-SQS_PHASE_S = 30
-
-# What Lambda copies into an SQS record's "attributes" (standard and FIFO queues).
-SQS_SYSTEM_ATTRIBUTES = ("ApproximateReceiveCount", "SentTimestamp", "SenderId",
-                         "ApproximateFirstReceiveTimestamp", "SequenceNumber", "MessageGroupId",
-                         "MessageDeduplicationId", "AWSTraceHeader", "DeadLetterQueueSourceArn")
-
+SQS_PHASE_S = 60
 
 class DemoError(Exception):
     """A step that cannot go on; its message says which and why."""
@@ -484,27 +481,15 @@ class Demo:
         return event
 
     def run_s3(self):
-        print("\n1. S3 -> Lambda: one S3 event notification per uploaded object")
+        print(f"\n1. S3 -> SQS: the upload bucket notifies {QUEUE} of each new object, as the "
+              f"template wires it (one S3 event notification per object)")
         for obj in self.objects:
             event = self.s3_notification(obj)
-            result = self.invoke(event)
+            mid = self.sqs.send_message(QueueUrl=self.queue_url, MessageBody=json.dumps(event))["MessageId"]
+            self.labels[mid] = f"S3 notification for {obj['key']}"
+            self.descriptions[mid] = _describe_body(json.dumps(event))
             encoded = event["Records"][0]["s3"]["object"]["key"]
-            shown = obj["key"] + (f"  (notification key: {encoded})" if encoded != obj["key"] else "")
-            print(f"  {shown}")
-            body, summary = result["body"], result["summary"]
-            if result["error"] or result["status"] != 200:
-                print(f"    -> {_function_error(result)}")
-                print("       (on AWS, Lambda would retry this asynchronous invocation twice)")
-                counts = summary
-            else:
-                print(f"    -> {json.dumps(body)}")
-                counts = body
-                if summary and any(int(summary.get(k, -1)) != body.get(k)
-                                   for k in ("received", "accepted", "rejected", "redelivered")):
-                    print(f"    !! the summary log line disagrees: {summary}")
-            for p in result["problems"]:
-                print(f"    log: {p}")
-            self.record_counts("s3", obj["key"], counts, result)
+            print(f"  {obj['key']}" + (f"  (notification key: {encoded})" if encoded != obj["key"] else ""))
 
     def run_sqs(self):
         print(f"\n2. Producer -> SQS: {len(self.messages)} sample message bodies sent to {QUEUE}")
@@ -519,62 +504,64 @@ class Demo:
             self.descriptions[mid] = _describe_body(body)
             print(f"  {label}: {_describe_body(body)}")
 
-        print(f"\n3. SQS -> Lambda (the event source mapping): batches of up to 10, visibility "
-              f"timeout {SQS_VISIBILITY_S} s; messages not in batchItemFailures are deleted")
-        deadline = time.monotonic() + SQS_PHASE_S
-        batch_no = 0
-        while time.monotonic() < deadline:
-            got = self.sqs.receive_message(
-                QueueUrl=self.queue_url, MaxNumberOfMessages=10, WaitTimeSeconds=1,
-                VisibilityTimeout=SQS_VISIBILITY_S, AttributeNames=["All"],
-                MessageAttributeNames=["All"]).get("Messages", [])
-            if not got:
-                if self._queue_depth() == 0:
-                    print("  The queue is empty.")
-                    break
-                continue                  # messages in flight: wait for them to come back
-            if batch_no >= SQS_MAX_INVOCATIONS:
-                print(f"  Giving up after {SQS_MAX_INVOCATIONS} batches.")
-                break
-            batch_no += 1
-            event = {"Records": [self._sqs_record(m) for m in got]}
-            result = self.invoke(event)
-            body, summary = result["body"], result["summary"]
-            print(f"  batch {batch_no}: {len(got)} message(s)")
-            if result["error"] or result["status"] != 200 or not isinstance(body, dict) \
-                    or not isinstance(body.get("batchItemFailures"), list):
-                print(f"    -> {_function_error(result)}")
-                print("       every message of the batch becomes visible again")
-                failed = {m["MessageId"] for m in got}
-            else:
-                print(f"    -> {json.dumps(body)}")
-                failed = {f.get("itemIdentifier") for f in body["batchItemFailures"]}
-            if summary:
-                print(f"    summary log line: received {summary.get('received')}, accepted "
-                      f"{summary.get('accepted')}, rejected {summary.get('rejected')}, "
-                      f"redelivered {summary.get('redelivered')}, DSP requests {summary.get('requests')}")
-            else:
-                print("    !! no summary log line found for this invocation")
-            for p in result["problems"]:
-                print(f"    log: {p}")
-            if len(failed) == len(got) and len(got) > 1:
-                print(f"      all {len(got)} messages reported failed: SQS will redeliver them")
-            for m in got:
-                mid = m["MessageId"]
-                if mid not in self.labels:
-                    self.labels[mid] = f"retry message {mid[:8]}… (queued by the function)"
-                    self.descriptions[mid] = _describe_body(m["Body"])
-                label = f"{self.labels[mid]}: {self.descriptions[mid]}"
-                if mid in failed:
-                    if len(failed) != len(got) or len(got) == 1:
-                        print(f"      {label}\n        -> reported failed: SQS will redeliver it")
-                else:
-                    self.sqs.delete_message(QueueUrl=self.queue_url, ReceiptHandle=m["ReceiptHandle"])
-                    print(f"      {label}\n        -> done (deleted)")
-            self.record_counts("sqs", f"batch {batch_no}", summary, result)
+        print(f"\n3. SQS -> Lambda (tools/sqs_mapping.py plays the event source mapping): batches "
+              f"of up to 10, visibility timeout {SQS_VISIBILITY_S} s; messages not in "
+              f"batchItemFailures are deleted")
+        self.batch_no = 0
+        mapping = sqs_mapping.EventSourceMapping(
+            self.sqs, self.queue_url, [self._mapping_invoke], batch_size=10, max_concurrency=1,
+            visibility_timeout=SQS_VISIBILITY_S, idle_stop_s=0.5, max_total_s=SQS_PHASE_S,
+            on_batch=self._on_batch)
+        counts = mapping.run()
+        if counts["stopped"] == "idle":
+            print("  The queue is empty.")
+        else:
+            print(f"  Stopped after {SQS_PHASE_S} s.")
         self.leftover_messages = self._queue_depth()
         if self.leftover_messages:
             print(f"  {self.leftover_messages} message(s) still in the queue.")
+
+    def _mapping_invoke(self, payload: bytes) -> sqs_mapping.Invocation:
+        """The event source mapping's invoker: the demo's own invoke, which also reads the logs."""
+        self.last_result = result = self.invoke(json.loads(payload))
+        body = result["body"]
+        raw = body if isinstance(body, str) else json.dumps(body)
+        return sqs_mapping.Invocation(result["status"], result["error"], raw.encode())
+
+    def _on_batch(self, got: list[dict], _event: dict, _invocation, deleted: list[str]):
+        result = self.last_result
+        self.batch_no += 1
+        body, summary = result["body"], result["summary"]
+        print(f"  batch {self.batch_no}: {len(got)} message(s)")
+        if result["error"] or result["status"] != 200 or not isinstance(body, dict) \
+                or not isinstance(body.get("batchItemFailures"), list):
+            print(f"    -> {_function_error(result)}")
+            print("       every message of the batch becomes visible again")
+        else:
+            print(f"    -> {json.dumps(body)}")
+        if summary:
+            print(f"    summary log line: received {summary.get('received')}, accepted "
+                  f"{summary.get('accepted')}, rejected {summary.get('rejected')}, "
+                  f"redelivered {summary.get('redelivered')}, DSP requests {summary.get('requests')}")
+        else:
+            print("    !! no summary log line found for this invocation")
+        for p in result["problems"]:
+            print(f"    log: {p}")
+        failed = {m["MessageId"] for m in got} - set(deleted)
+        if len(failed) == len(got) and len(got) > 1:
+            print(f"      all {len(got)} messages reported failed: SQS will redeliver them")
+        for m in got:
+            mid = m["MessageId"]
+            if mid not in self.labels:
+                self.labels[mid] = f"retry message {mid[:8]}… (queued by the function)"
+                self.descriptions[mid] = _describe_body(m["Body"])
+            label = f"{self.labels[mid]}: {self.descriptions[mid]}"
+            if mid in failed:
+                if len(failed) != len(got) or len(got) == 1:
+                    print(f"      {label}\n        -> reported failed: SQS will redeliver it")
+            else:
+                print(f"      {label}\n        -> done (deleted)")
+        self.record_counts("sqs", f"batch {self.batch_no}", summary, result)
 
     def _queue_depth(self) -> int:
         attrs = self.sqs.get_queue_attributes(
@@ -582,35 +569,6 @@ class Demo:
             AttributeNames=["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible",
                             "ApproximateNumberOfMessagesDelayed"])["Attributes"]
         return sum(int(v) for v in attrs.values())
-
-    def _sqs_record(self, m: dict) -> dict:
-        """One SQS record exactly as the Lambda event source mapping builds it."""
-        attributes = {k: v for k, v in (m.get("Attributes") or {}).items()
-                      if k in SQS_SYSTEM_ATTRIBUTES}
-        message_attributes = {}
-        for name, a in (m.get("MessageAttributes") or {}).items():
-            entry = {"stringListValues": [], "binaryListValues": [], "dataType": a["DataType"]}
-            if "StringValue" in a:
-                entry["stringValue"] = a["StringValue"]
-            if "BinaryValue" in a:
-                entry["binaryValue"] = base64.b64encode(a["BinaryValue"]).decode()
-            message_attributes[name] = entry
-        record = {
-            "messageId": m["MessageId"],
-            "receiptHandle": m["ReceiptHandle"],
-            "body": m["Body"],
-            "attributes": attributes,
-            "messageAttributes": message_attributes,
-        }
-        if "MD5OfMessageAttributes" in m:
-            record["md5OfMessageAttributes"] = m["MD5OfMessageAttributes"]
-        record.update({
-            "md5OfBody": m.get("MD5OfBody") or hashlib.md5(m["Body"].encode()).hexdigest(),
-            "eventSource": "aws:sqs",
-            "eventSourceARN": self.queue_arn,
-            "awsRegion": REGION,
-        })
-        return record
 
     # ---- the report ----
 
