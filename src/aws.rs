@@ -11,7 +11,8 @@ use tokio_util::io::SyncIoBridge;
 
 use crate::domain::describe;
 use crate::store::{
-    BoxFuture, MessageQueue, Object, ObjectStore, OpenError, SecretError, SecretStore, StoreError,
+    BoxFuture, MessageQueue, Object, ObjectStore, OpenError, Part, SecretError, SecretStore,
+    StoreError,
 };
 
 /// The SDK clients, built at their first use and kept across warm invocations. Building them
@@ -72,34 +73,41 @@ impl ObjectStore for Aws {
         &'a self,
         bucket: &'a str,
         key: &'a str,
+        part: Part<'a>,
     ) -> BoxFuture<'a, Result<Object, OpenError>> {
         Box::pin(async move {
-            let out = self
+            let sent = self
                 .clients()
                 .await
                 .s3
                 .get_object()
                 .bucket(bucket)
                 .key(key)
+                .set_if_match(part.if_match.map(|e| format!("\"{e}\"")))
+                .set_range((part.from > 0).then(|| format!("bytes={}-", part.from)))
                 .send()
-                .await
-                .map_err(|e| {
+                .await;
+            let out = match sent {
+                Ok(out) => out,
+                Err(e) => {
                     let status = e.raw_response().map(|r| r.status().as_u16());
-                    match e.as_service_error() {
-                        Some(GetObjectError::NoSuchKey(_)) => OpenError::NotFound,
-                        _ if status == Some(404) => OpenError::NotFound,
-                        _ if status == Some(403) => OpenError::Denied(describe(&e)),
-                        _ => OpenError::Failed(describe(&e)),
-                    }
-                })?;
-            let revision = out
-                .version_id()
-                .or(out.e_tag())
-                .map(|s| s.trim_matches('"').to_owned());
+                    return match e.as_service_error() {
+                        Some(GetObjectError::NoSuchKey(_)) => Err(OpenError::NotFound),
+                        _ if status == Some(404) => Err(OpenError::NotFound),
+                        _ if status == Some(412) => Err(OpenError::Changed),
+                        _ if status == Some(416) => Err(OpenError::PastTheEnd),
+                        _ if status == Some(403) => Err(OpenError::Denied(describe(&e))),
+                        _ => Err(OpenError::Failed(describe(&e))),
+                    };
+                }
+            };
+            let etag = out.e_tag().map(|s| s.trim_matches('"').to_owned());
+            let revision = out.version_id().map(str::to_owned).or_else(|| etag.clone());
             Ok(Object {
                 content_type: out.content_type().map(str::to_owned),
                 content_encoding: out.content_encoding().map(str::to_owned),
                 revision,
+                etag,
                 reader: Box::new(SyncIoBridge::new(Box::pin(out.body.into_async_read()))),
             })
         })

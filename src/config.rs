@@ -157,6 +157,7 @@ impl<F: Fn(&str) -> Option<String>> Vars<F> {
             api_url: self.url("DSP_API_URL")?,
             token_url: self.url("DSP_TOKEN_URL")?,
             max_requests_per_second: self.number("DSP_MAX_REQUESTS_PER_SECOND", 5, 1, 1000)? as u32,
+            concurrency: self.number("DSP_CONCURRENCY", 1, 1, 1000)? as u32,
             max_attempts: self.number("DSP_MAX_ATTEMPTS", 5, 1, 10)? as u32,
             secret_cache_ttl: Duration::from_secs(self.number(
                 "SECRET_CACHE_TTL_SECONDS",

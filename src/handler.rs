@@ -141,6 +141,7 @@ pub fn counts(report: &Report) -> Value {
         "redelivered": t.redelivered,
         "requests": report.requests,
         "dryRun": report.dry_run,
+        "resumeAt": report.resume_at,
     })
 }
 
@@ -167,6 +168,8 @@ pub fn log_summary(report: &Report, request_id: &str) {
         failed_messages = report.failed_messages.len(),
         rejected_by_reason = %reasons.join(","),
         rejects_object = report.rejects_object.as_deref().unwrap_or(""),
+        continuations = report.continuations,
+        continuations_dropped = report.continuations_dropped,
         "summary"
     );
     println!("{}", emf(report, request_id));
@@ -187,6 +190,8 @@ pub fn emf(report: &Report, request_id: &str) -> Value {
         "Redelivered",
         "Requests",
         "Throttled",
+        "Continuations",
+        "ContinuationsDropped",
     ];
     json!({
         "_aws": {
@@ -206,6 +211,8 @@ pub fn emf(report: &Report, request_id: &str) -> Value {
         "Redelivered": t.redelivered,
         "Requests": report.requests,
         "Throttled": report.throttled,
+        "Continuations": report.continuations,
+        "ContinuationsDropped": report.continuations_dropped,
     })
 }
 

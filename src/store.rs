@@ -21,6 +21,17 @@ pub struct Object {
     pub content_encoding: Option<String>,
     /// What identifies this content (ETag or version id), for derived dedupe ids.
     pub revision: Option<String>,
+    /// The ETag, which a later read can require (`If-Match`).
+    pub etag: Option<String>,
+}
+
+/// Which part of which content of an object to read.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Part<'a> {
+    /// Only while its ETag is still this one; otherwise [`OpenError::Changed`].
+    pub if_match: Option<&'a str>,
+    /// From this byte on (a ranged read); 0 for all of it.
+    pub from: u64,
 }
 
 /// Why an object cannot be opened.
@@ -29,6 +40,12 @@ pub enum OpenError {
     /// It does not exist (any more).
     #[error("the object does not exist")]
     NotFound,
+    /// Its content is not the one asked for any more (`If-Match` failed).
+    #[error("the object has changed")]
+    Changed,
+    /// A ranged read starts at or past its end: nothing is left to read.
+    #[error("nothing is left to read")]
+    PastTheEnd,
     /// The function may not read it.
     #[error("access denied: {0}")]
     Denied(String),
@@ -61,11 +78,12 @@ pub enum SecretError {
 
 /// Object storage: S3, or local files for the check tool.
 pub trait ObjectStore: Send + Sync {
-    /// Opens `bucket`/`key` for reading.
+    /// Opens `part` of `bucket`/`key` for reading.
     fn open<'a>(
         &'a self,
         bucket: &'a str,
         key: &'a str,
+        part: Part<'a>,
     ) -> BoxFuture<'a, Result<Object, OpenError>>;
     /// Stores the file at `path` as `bucket`/`key`.
     fn put_file<'a>(
@@ -126,14 +144,24 @@ impl ObjectStore for Memory {
         &'a self,
         bucket: &'a str,
         key: &'a str,
+        part: Part<'a>,
     ) -> BoxFuture<'a, Result<Object, OpenError>> {
         Box::pin(async move {
             let bytes = self.get(bucket, key).ok_or(OpenError::NotFound)?;
+            let etag = sha256_tag(&bytes);
+            if part.if_match.is_some_and(|want| want != etag) {
+                return Err(OpenError::Changed);
+            }
+            let from = usize::try_from(part.from).unwrap_or(usize::MAX);
+            if from > 0 && from >= bytes.len() {
+                return Err(OpenError::PastTheEnd);
+            }
             Ok(Object {
-                reader: Box::new(std::io::Cursor::new(bytes)),
+                reader: Box::new(std::io::Cursor::new(bytes[from..].to_vec())),
                 content_type: None,
                 content_encoding: None,
                 revision: None,
+                etag: Some(etag),
             })
         })
     }
@@ -181,6 +209,12 @@ impl SecretStore for Memory {
     }
 }
 
+/// The in-memory store's ETag: a digest of the content, so a replaced object is noticed.
+fn sha256_tag(bytes: &[u8]) -> String {
+    use sha2::{Digest, Sha256};
+    hex::encode(&Sha256::digest(bytes)[..16])
+}
+
 /// Local files: the "bucket" is ignored and the key is a path. Used by `dsp-conversions-check`.
 pub struct LocalFiles;
 
@@ -189,18 +223,25 @@ impl ObjectStore for LocalFiles {
         &'a self,
         _bucket: &'a str,
         key: &'a str,
+        part: Part<'a>,
     ) -> BoxFuture<'a, Result<Object, OpenError>> {
         Box::pin(async move {
-            let file = std::fs::File::open(key).map_err(|e| match e.kind() {
+            let mut file = std::fs::File::open(key).map_err(|e| match e.kind() {
                 std::io::ErrorKind::NotFound => OpenError::NotFound,
                 std::io::ErrorKind::PermissionDenied => OpenError::Denied(e.to_string()),
                 _ => OpenError::Failed(e.to_string()),
             })?;
+            if part.from > 0 {
+                use std::io::Seek;
+                file.seek(std::io::SeekFrom::Start(part.from))
+                    .map_err(|e| OpenError::Failed(e.to_string()))?;
+            }
             Ok(Object {
                 reader: Box::new(file),
                 content_type: None,
                 content_encoding: None,
                 revision: None,
+                etag: None,
             })
         })
     }

@@ -9,6 +9,7 @@ use aws_lambda_events::event::sqs::SqsEvent;
 use percent_encoding::percent_decode_str;
 use serde::Deserialize;
 
+use crate::domain::Resume;
 use crate::domain::Unit;
 use crate::domain::{Reason, Rejection};
 
@@ -33,10 +34,49 @@ pub enum Input {
         /// Its key, decoded.
         key: String,
     },
+    /// The rest of an object that an earlier invocation began.
+    Continuation(Continuation),
     /// Nothing to do (`s3:TestEvent`).
     Acknowledge,
     /// A body that cannot be read at all.
     Unreadable(Rejection),
+}
+
+/// Where an earlier invocation stopped reading an object: the body of a continuation message,
+/// `{"continuation": {...}}`, sent to the retry queue and resumed by whichever invocation
+/// receives it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Continuation {
+    /// The object's bucket.
+    pub bucket: String,
+    /// Its key.
+    pub key: String,
+    /// The ETag of the content begun; another content drops the continuation.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub etag: Option<String>,
+    /// The first record not read, its line and byte offset.
+    #[serde(flatten)]
+    pub resume: Resume,
+    /// How many continuations came before this one in the chain.
+    pub hop: u32,
+}
+
+/// The body of a continuation message.
+#[derive(Deserialize, serde::Serialize)]
+#[serde(deny_unknown_fields)]
+struct ContinuationMessage {
+    continuation: Continuation,
+}
+
+impl Continuation {
+    /// The message body that carries it.
+    pub fn to_message(&self) -> String {
+        serde_json::to_string(&ContinuationMessage {
+            continuation: self.clone(),
+        })
+        .unwrap_or_default()
+    }
 }
 
 /// One unit of work.
@@ -204,6 +244,22 @@ fn message_units(id: &str, body: String, units: &mut Vec<WorkUnit>) {
         ))));
         return;
     }
+    if body.trim_start().starts_with("{\"continuation\"") {
+        match serde_json::from_str::<ContinuationMessage>(&body) {
+            Ok(m) => {
+                let c = m.continuation;
+                units.push(WorkUnit {
+                    unit: Arc::new(Unit::object(index, &c.bucket, &c.key, Some(id))),
+                    input: Input::Continuation(c),
+                });
+            }
+            Err(e) => units.push(own(Input::Unreadable(Rejection::unreadable(
+                Reason::InvalidJson,
+                format!("the body is not a valid continuation: {e}"),
+            )))),
+        }
+        return;
+    }
     // Only a body that may be an S3 notification is parsed twice.
     if body.contains("\"Records\"") || body.contains("s3:TestEvent") {
         if let Ok(probe) = serde_json::from_str::<BodyProbe>(&body) {
@@ -317,7 +373,7 @@ mod tests {
             .map(|u| {
                 let kind = match &u.input {
                     Input::Body(_) => "body",
-                    Input::Object { .. } => "object",
+                    Input::Object { .. } | Input::Continuation(_) => "object",
                     Input::Acknowledge => "ack",
                     Input::Unreadable(_) => "unreadable",
                 };

@@ -15,7 +15,7 @@ use dsp_conversions::domain::Unit;
 use dsp_conversions::dsp::Dsp;
 use dsp_conversions::pipeline::{Invocation, Pipeline, Report};
 use dsp_conversions::store::{
-    BoxFuture, LocalFiles, Memory, Object, ObjectStore, OpenError, StoreError,
+    BoxFuture, LocalFiles, Memory, Object, ObjectStore, OpenError, Part, StoreError,
 };
 use dsp_conversions::trigger::{self, Input, Mode, Work, WorkUnit};
 use serde::Deserialize;
@@ -272,11 +272,12 @@ impl ObjectStore for Forbidden {
         &'a self,
         bucket: &'a str,
         key: &'a str,
+        part: Part<'a>,
     ) -> BoxFuture<'a, Result<Object, OpenError>> {
         if bucket == "forbidden" {
             return Box::pin(async { Err(OpenError::Denied("AccessDenied".into())) });
         }
-        self.0.open(bucket, key)
+        self.0.open(bucket, key, part)
     }
     fn put_file<'a>(
         &'a self,

@@ -396,7 +396,7 @@ async fn s3_import_with_rejects_and_leftovers_for_the_retry_queue() {
     assert!(!r.error, "{r:?}\n{}", f.logs());
     assert_eq!(
         r.body,
-        json!({"received": 6, "accepted": 0, "rejected": 1, "redelivered": 5, "requests": 4, "dryRun": false})
+        json!({"received": 6, "accepted": 0, "rejected": 1, "redelivered": 5, "requests": 4, "dryRun": false, "resumeAt": null})
     );
     let rejects = w.clients.ndjson_lines(REJECTS).await;
     assert_eq!(rejects.len(), 1);

@@ -25,7 +25,10 @@ pub enum Cause {
     /// The DSP failed on its side (HTTP 408 or 5xx) or sent an answer that cannot be read.
     #[error("the DSP failed: {0}")]
     DspFailed(String),
-    /// The DSP listed the event with a transient code, or not at all.
+    /// The DSP listed the event with a throttling code.
+    #[error("{0}")]
+    DspThrottled(String),
+    /// The DSP listed the event with another transient code, or not at all.
     #[error("{0}")]
     DspTransient(String),
     /// No answer: a network error or a timeout.
@@ -72,7 +75,7 @@ impl Cause {
     /// Whether this was the DSP asking to slow down.
     pub fn is_throttling(&self) -> bool {
         match self {
-            Cause::Throttled => true,
+            Cause::Throttled | Cause::DspThrottled(_) => true,
             Cause::GaveUp { cause, .. } | Cause::NoTimeLeft(cause) => cause.is_throttling(),
             _ => false,
         }

@@ -7,7 +7,7 @@ pub mod origin;
 pub mod reason;
 
 pub use disposition::{Cause, Disposition};
-pub use origin::{Origin, Position, Unit};
+pub use origin::{Origin, Position, Resume, Unit};
 pub use reason::{Reason, Rejection};
 
 /// An error with its chain of causes, on one line.

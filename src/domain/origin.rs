@@ -83,6 +83,29 @@ impl Position {
     };
 }
 
+/// The first record not read yet: where a later invocation resumes an object.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Resume {
+    /// Its 1-based record number.
+    pub record: u64,
+    /// Its physical line (NDJSON and CSV).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub line: Option<u64>,
+    /// Its byte offset in the object, where a ranged read can start (uncompressed NDJSON and
+    /// CSV only; the others are read again from the start, skipping what was done).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub offset: Option<u64>,
+}
+
+impl Resume {
+    /// The very start of an object.
+    pub const START: Resume = Resume {
+        record: 1,
+        line: Some(1),
+        offset: None,
+    };
+}
+
 /// Where one event came from.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Origin {

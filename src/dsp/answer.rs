@@ -84,7 +84,9 @@ pub fn read_multi_status(body: &[u8], count: usize) -> Option<Vec<Disposition>> 
             }
             message.push_str(e);
         }
-        results[i] = Some(if is_transient_code(&code) {
+        results[i] = Some(if code.to_ascii_uppercase().contains("THROTTL") {
+            Disposition::Redeliver(Cause::DspThrottled(format!("DSP error {code}: {message}")))
+        } else if is_transient_code(&code) {
             Disposition::Redeliver(Cause::DspTransient(format!("DSP error {code}: {message}")))
         } else {
             Disposition::Rejected(Rejection::unreadable(Reason::Dsp(code), message))

@@ -108,7 +108,7 @@ pub struct Call {
 struct State {
     posts: VecDeque<Scripted>,
     tokens: VecDeque<Scripted>,
-    default_post: Option<Scripted>,
+    default_post: Option<Arc<Scripted>>,
     calls: Vec<Call>,
     issued: u32,
 }
@@ -143,7 +143,7 @@ impl ScriptedDsp {
 
     /// How DSP calls are answered once the pushed replies are used up (default: all accepted).
     pub fn set_default(&self, reply: Scripted) -> &Self {
-        self.state().default_post = Some(reply);
+        self.state().default_post = Some(Arc::new(reply));
         self
     }
 
@@ -217,20 +217,9 @@ impl DspApi for ScriptedDsp {
             match next {
                 Some(scripted) => scripted.answer(&body).await,
                 None => {
-                    // The default stays in place: answer through a short-lived borrow.
-                    let reply = {
-                        let state = self.state();
-                        match &state.default_post {
-                            Some(Scripted::Reply(r)) => Some(Ok(r.clone())),
-                            Some(Scripted::With(make)) => Some(Ok(make(&body))),
-                            Some(Scripted::NoAnswer) => {
-                                Some(Err(Cause::Network("network error (scripted)".into())))
-                            }
-                            _ => None,
-                        }
-                    };
-                    match reply {
-                        Some(r) => r,
+                    let default = self.state().default_post.clone();
+                    match default {
+                        Some(scripted) => scripted.answer(&body).await,
                         None => Scripted::AllAccepted.answer(&body).await,
                     }
                 }

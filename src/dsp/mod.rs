@@ -6,15 +6,13 @@ pub mod answer;
 pub mod api;
 pub mod credentials;
 pub mod double;
+pub mod pacer;
 mod region;
 pub mod token;
 
-use std::num::NonZeroU32;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
-
-use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 
 pub use api::{DspApi, Endpoint, Https, Reply};
 pub use region::Region;
@@ -26,6 +24,7 @@ use crate::store::SecretStore;
 use answer::Answer;
 use api::Caller;
 use credentials::CredentialCache;
+use pacer::Pacer;
 use token::{Token, TokenCache, TokenError};
 
 /// The longest a single request may take.
@@ -46,8 +45,10 @@ pub struct Settings {
     pub api_url: Option<String>,
     /// Token endpoint override.
     pub token_url: Option<String>,
-    /// Client-side request rate limit per invocation.
+    /// The deployment's request budget, shared by all concurrent invocations.
     pub max_requests_per_second: u32,
+    /// How many invocations may send at the same time.
+    pub concurrency: u32,
     /// 1..=10 attempts per request for 429/5xx/network failures.
     pub max_attempts: u32,
     /// How long fetched credentials are reused across warm invocations.
@@ -59,7 +60,7 @@ pub struct Dsp {
     api: Arc<dyn DspApi>,
     credentials: CredentialCache,
     tokens: TokenCache,
-    limiter: DefaultDirectRateLimiter,
+    pacer: Pacer,
     settings: Settings,
 }
 
@@ -76,9 +77,6 @@ impl Dsp {
         secrets: Arc<dyn SecretStore>,
         api: Arc<dyn DspApi>,
     ) -> Self {
-        let rate = NonZeroU32::new(settings.max_requests_per_second).unwrap_or(NonZeroU32::MIN);
-        // A burst of one spaces requests evenly, so no one-second window holds more than `rate`.
-        let quota = Quota::per_second(rate).allow_burst(NonZeroU32::MIN);
         Self {
             tokens: TokenCache::new(api.clone()),
             api,
@@ -87,7 +85,7 @@ impl Dsp {
                 settings.secret_id.clone(),
                 settings.secret_cache_ttl,
             ),
-            limiter: RateLimiter::direct(quota),
+            pacer: Pacer::new(settings.max_requests_per_second, settings.concurrency),
             settings: settings.clone(),
         }
     }
@@ -134,7 +132,7 @@ impl Session {
         self.requests.load(Ordering::Relaxed)
     }
 
-    /// Requests answered 429.
+    /// Requests the DSP throttled (a 429, or a per-event throttling code).
     pub fn throttled(&self) -> u64 {
         self.throttled.load(Ordering::Relaxed)
     }
@@ -241,7 +239,7 @@ impl Session {
             };
             refused = None;
             let left = self.time_left().ok_or(Stop::Redeliver(Cause::OutOfTime))?;
-            if tokio::time::timeout(left, self.dsp.limiter.until_ready())
+            if tokio::time::timeout(left, self.dsp.pacer.until_ready())
                 .await
                 .is_err()
             {
@@ -279,7 +277,21 @@ impl Session {
                     continue;
                 }
             };
-            match answer::classify(&reply, batch.events.len()) {
+            let answer = answer::classify(&reply, batch.events.len());
+            let throttled = match &answer {
+                Answer::Retry(cause) => cause.is_throttling(),
+                Answer::Results(results) => results
+                    .iter()
+                    .any(|d| matches!(d, Disposition::Redeliver(c) if c.is_throttling())),
+                _ => false,
+            };
+            if throttled {
+                self.throttled.fetch_add(1, Ordering::Relaxed);
+                self.dsp.pacer.throttled(reply.retry_after);
+            } else {
+                self.dsp.pacer.succeeded();
+            }
+            match answer {
                 Answer::Results(results) => return Ok(Sent::Results(results)),
                 Answer::BadRequest(message) => return Ok(Sent::BadRequest(message)),
                 Answer::Unauthorized if !reauthorized => {
@@ -290,9 +302,6 @@ impl Session {
                 Answer::Unauthorized => return Err(Stop::Fail(Cause::Unauthorized)),
                 Answer::Fatal(cause) => return Err(Stop::Fail(cause)),
                 Answer::Retry(cause) => {
-                    if cause == Cause::Throttled {
-                        self.throttled.fetch_add(1, Ordering::Relaxed);
-                    }
                     self.pause(attempt, reply.retry_after, cause).await?;
                 }
             }

@@ -23,6 +23,7 @@ fn settings(max_attempts: u32) -> Settings {
         api_url: Some("http://127.0.0.1:9".into()),
         token_url: Some("http://127.0.0.1:9/auth/o2/token".into()),
         max_requests_per_second: 1000,
+        concurrency: 1,
         max_attempts,
         secret_cache_ttl: Duration::from_secs(300),
     }
@@ -327,13 +328,15 @@ async fn per_event_codes_decide_between_rejection_and_redelivery() {
     );
     assert!(matches!(
         &results[&3],
-        Disposition::Redeliver(Cause::DspTransient(_))
+        Disposition::Redeliver(Cause::DspThrottled(_))
     ));
     assert!(matches!(
         &results[&4],
         Disposition::Redeliver(Cause::DspTransient(_))
     ));
     assert_eq!(s.requests(), 1);
+    // A throttling code slows the pacer down like a 429.
+    assert_eq!(s.throttled(), 1);
 }
 
 #[tokio::test]

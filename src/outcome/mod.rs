@@ -26,6 +26,8 @@ pub struct Tally {
     pub rejected: u64,
     /// To be delivered again.
     pub redelivered: u64,
+    /// Of those, handed to the retry queue (the unit itself need not be redelivered for them).
+    pub queued: u64,
     /// Valid, not sent (dry run).
     pub valid_unsent: u64,
     /// Reading stopped before the end, or its rejections could not be stored: the unit as a
@@ -104,6 +106,11 @@ impl Ledger {
         self.tally(origin.unit.index).redelivered += 1;
     }
 
+    /// It was handed to the retry queue (after [`Ledger::redelivered`]).
+    pub fn queued(&mut self, origin: &Origin) {
+        self.tally(origin.unit.index).queued += 1;
+    }
+
     /// It is valid and was not sent (dry run).
     pub fn valid_unsent(&mut self, origin: &Origin) {
         self.tally(origin.unit.index).valid_unsent += 1;
@@ -126,6 +133,7 @@ impl Ledger {
             t.accepted += u.accepted;
             t.rejected += u.rejected;
             t.redelivered += u.redelivered;
+            t.queued += u.queued;
             t.valid_unsent += u.valid_unsent;
             t.incomplete |= u.incomplete;
             t

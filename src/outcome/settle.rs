@@ -27,11 +27,11 @@ pub struct Facts<'a> {
     pub unit_messages: &'a [Option<String>],
     /// A failure of the whole invocation seen while delivering.
     pub failure: Option<Cause>,
-    /// Whether every leftover of an S3 import went to the retry queue.
-    pub leftovers_queued: bool,
 }
 
-/// Settles an invocation whose units ended with `units`.
+/// Settles an invocation whose units ended with `units`: a unit is settled when every event of
+/// it was accepted, rejected or handed to the retry queue, and it was read to the end (or its
+/// rest continues in a later invocation).
 pub fn settle(units: &[Tally], facts: Facts<'_>) -> Settlement {
     let mut failure = facts.failure;
     match facts.mode {
@@ -41,7 +41,7 @@ pub fn settle(units: &[Tally], facts: Facts<'_>) -> Settlement {
                 ids.extend(facts.messages.iter().map(|m| m.id.as_str()));
             }
             for (tally, message) in units.iter().zip(facts.unit_messages) {
-                if tally.incomplete || tally.redelivered > 0 {
+                if tally.incomplete || tally.redelivered > tally.queued {
                     ids.extend(message.as_deref());
                 }
             }
@@ -52,13 +52,13 @@ pub fn settle(units: &[Tally], facts: Facts<'_>) -> Settlement {
         }
         Mode::Objects => {
             let incomplete = units.iter().any(|t| t.incomplete);
-            let redelivered: u64 = units.iter().map(|t| t.redelivered).sum();
+            let redelivered: u64 = units.iter().map(|t| t.redelivered - t.queued).sum();
             if failure.is_none() && incomplete {
                 failure = Some(Cause::Store(
                     "an object could not be read to the end".into(),
                 ));
             }
-            if failure.is_none() && redelivered > 0 && !facts.leftovers_queued {
+            if failure.is_none() && redelivered > 0 {
                 failure = Some(Cause::Store(format!(
                     "{redelivered} events could not be delivered"
                 )));
@@ -91,6 +91,13 @@ mod tests {
         }
     }
 
+    fn queued(redelivered: u64, queued: u64) -> Tally {
+        Tally {
+            queued,
+            ..tally(redelivered, false)
+        }
+    }
+
     #[test]
     fn sqs_redelivers_exactly_the_messages_with_unfinished_events() {
         let messages = [message("a"), message("b"), message("c")];
@@ -103,7 +110,6 @@ mod tests {
                 messages: &messages,
                 unit_messages: &unit_messages,
                 failure: None,
-                leftovers_queued: false,
             },
         );
         assert_eq!(s.failed_messages, ["b", "c"]);
@@ -120,7 +126,6 @@ mod tests {
                 messages: &messages,
                 unit_messages: &[Some("a".into()), Some("b".into())],
                 failure: Some(Cause::Unauthorized),
-                leftovers_queued: false,
             },
         );
         assert_eq!(s.failed_messages, ["a", "b"]);
@@ -128,23 +133,37 @@ mod tests {
 
     #[test]
     fn objects_fail_unless_every_leftover_was_queued() {
-        let facts = |queued| Facts {
+        let facts = || Facts {
             mode: Mode::Objects,
             messages: &[],
             unit_messages: &[None],
             failure: None,
-            leftovers_queued: queued,
         };
-        assert_eq!(settle(&[tally(3, false)], facts(true)).failure, None);
-        let s = settle(&[tally(3, false)], facts(false));
+        assert_eq!(settle(&[queued(3, 3)], facts()).failure, None);
+        let s = settle(&[queued(3, 1)], facts());
         assert_eq!(
             s.failure.unwrap().to_string(),
-            "3 events could not be delivered"
+            "2 events could not be delivered"
         );
-        let s = settle(&[tally(0, true)], facts(true));
+        let s = settle(&[tally(0, true)], facts());
         assert_eq!(
             s.failure.unwrap().to_string(),
             "an object could not be read to the end"
         );
+    }
+
+    #[test]
+    fn an_sqs_message_whose_leftovers_were_queued_is_done() {
+        let messages = [message("a"), message("b")];
+        let s = settle(
+            &[queued(2, 2), queued(2, 1)],
+            Facts {
+                mode: Mode::Sqs,
+                messages: &messages,
+                unit_messages: &[Some("a".into()), Some("b".into())],
+                failure: None,
+            },
+        );
+        assert_eq!(s.failed_messages, ["b"]);
     }
 }

@@ -14,25 +14,20 @@ use crate::domain::{Cause, Disposition, Rejection};
 use crate::dsp::Session;
 use crate::event::{Source, Validated};
 use crate::outcome::Ledger;
-use crate::trigger::Mode;
 
 /// What the delivery side saw.
 #[derive(Default)]
 pub(super) struct Delivered {
     /// Requests a dry run would have sent.
     pub dry_requests: u64,
-    /// Whether every leftover went to the retry queue.
-    pub leftovers_queued: bool,
     /// A failure of the delivering side itself.
     pub failure: Option<Cause>,
 }
 
 impl Delivered {
-    fn absorb(&mut self, done: Result<bool, tokio::task::JoinError>) {
-        match done {
-            Ok(true) => {}
-            Ok(false) => self.leftovers_queued = false,
-            Err(e) => self.failure = Some(Cause::Internal(format!("while delivering: {e}"))),
+    fn absorb(&mut self, done: Result<(), tokio::task::JoinError>) {
+        if let Err(e) = done {
+            self.failure = Some(Cause::Internal(format!("while delivering: {e}")));
         }
     }
 }
@@ -67,24 +62,19 @@ impl Pipeline {
         delivered
     }
 
-    /// Delivers every batch the reader sends.
+    /// Delivers every batch the reader sends. What could not be delivered of an object goes to
+    /// the retry queue (when there is one and the invocation does not fail as a whole); what
+    /// came in an SQS message's own body is redelivered with the message.
     pub(super) async fn deliver_all(
         &self,
         mut rx: mpsc::Receiver<Batch>,
         ledger: &Arc<Mutex<Ledger>>,
         session: &Arc<Session>,
-        mode: Mode,
     ) -> Delivered {
         let permits = Arc::new(Semaphore::new(self.config.max_in_flight));
-        let retry_queue = match mode {
-            Mode::Objects => self.config.retry_queue_url.clone(),
-            Mode::Sqs => None,
-        };
+        let retry_queue = self.config.retry_queue_url.clone();
         let mut tasks = JoinSet::new();
-        let mut delivered = Delivered {
-            leftovers_queued: retry_queue.is_some(),
-            ..Default::default()
-        };
+        let mut delivered = Delivered::default();
         while let Some(batch) = rx.recv().await {
             let Ok(permit) = permits.clone().acquire_owned().await else {
                 break;
@@ -96,9 +86,8 @@ impl Pipeline {
                 let _permit = permit;
                 let results = session.deliver(batch).await;
                 let leftovers = book(&ledger, results);
-                match retry_queue.filter(|_| session.fatal().is_none()) {
-                    Some(url) => pipeline.queue_leftovers(&url, leftovers).await,
-                    None => true,
+                if let Some(url) = retry_queue.filter(|_| session.fatal().is_none()) {
+                    pipeline.queue_leftovers(&url, leftovers, &ledger).await;
                 }
             });
             while let Some(done) = tasks.try_join_next() {
@@ -111,23 +100,35 @@ impl Pipeline {
         delivered
     }
 
-    /// Sends leftovers to the retry queue as DSP requests; `false` if any could not be sent.
-    async fn queue_leftovers(&self, url: &str, leftovers: [Vec<Validated>; 2]) -> bool {
-        let mut queued = true;
+    /// Sends the leftovers of objects to the retry queue as DSP requests, booking each event
+    /// that went; an event that could not go stays to be redelivered with its unit.
+    async fn queue_leftovers(
+        &self,
+        url: &str,
+        leftovers: [Vec<Validated>; 2],
+        ledger: &Mutex<Ledger>,
+    ) {
         for (source, events) in Source::ALL.into_iter().zip(&leftovers) {
             for chunk in events.chunks(self.config.max_events_per_request) {
                 let body = String::from_utf8_lossy(&batch::body(source, chunk)).into_owned();
-                if let Err(e) = self.queue.send(url, body).await {
-                    tracing::error!(error = %e, events = chunk.len(), "cannot send leftovers to the retry queue");
-                    queued = false;
+                match self.queue.send(url, body).await {
+                    Ok(()) => {
+                        let mut l = lock(ledger);
+                        for event in chunk {
+                            l.queued(&event.origin);
+                        }
+                    }
+                    Err(e) => {
+                        tracing::error!(error = %e, events = chunk.len(), "cannot send leftovers to the retry queue");
+                    }
                 }
             }
         }
-        queued
     }
 }
 
-/// Books every event's disposition; returns the events to redeliver, by source.
+/// Books every event's disposition; returns the events of objects to redeliver, by source
+/// (those of message bodies are redelivered with their message).
 fn book(ledger: &Mutex<Ledger>, results: Vec<(Validated, Disposition)>) -> [Vec<Validated>; 2] {
     let mut leftovers: [Vec<Validated>; 2] = Default::default();
     let mut l = lock(ledger);
@@ -143,7 +144,9 @@ fn book(ledger: &Mutex<Ledger>, results: Vec<(Validated, Disposition)>) -> [Vec<
             }
             Disposition::Redeliver(_) | Disposition::Fail(_) => {
                 l.redelivered(&event.origin);
-                leftovers[event.source.index()].push(event);
+                if event.origin.unit.bucket.is_some() {
+                    leftovers[event.source.index()].push(event);
+                }
             }
         }
     }

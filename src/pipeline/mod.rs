@@ -69,6 +69,12 @@ pub struct Report {
     pub reasons: BTreeMap<String, ReasonSummary>,
     /// Where the rejects report was stored.
     pub rejects_object: Option<String>,
+    /// The record a continuation resumes at (the first, when several objects continue).
+    pub resume_at: Option<u64>,
+    /// Continuations sent to the retry queue.
+    pub continuations: u64,
+    /// Continuations dropped because their chain was too long.
+    pub continuations_dropped: u64,
 }
 
 fn lock(ledger: &Mutex<Ledger>) -> MutexGuard<'_, Ledger> {
@@ -113,6 +119,7 @@ impl Pipeline {
             ledger: ledger.clone(),
             stop: stop.clone(),
             cutoff: invocation.cutoff,
+            continues: config.retry_queue_url.is_some() && !dry_run,
         };
         let unit_messages: Vec<Option<String>> = work
             .units
@@ -126,16 +133,23 @@ impl Pipeline {
         let outcome = if dry_run {
             self.count_dry_run(rx, &ledger, bodies).await
         } else {
-            self.deliver_all(rx, &ledger, &session, work.mode).await
+            self.deliver_all(rx, &ledger, &session).await
         };
-        if producer.await.is_err() {
-            stop.store(true, Ordering::Relaxed);
-            // The reader panicked: which records it reached is unknown, so nothing is complete.
-            let mut l = lock(&ledger);
-            for unit in 0..l.units().len() {
-                l.incomplete(unit);
+        let read = match producer.await {
+            Ok(read) => read,
+            Err(_) => {
+                stop.store(true, Ordering::Relaxed);
+                // The reader panicked: which records it reached is unknown, so nothing is
+                // complete.
+                let mut l = lock(&ledger);
+                for unit in 0..l.units().len() {
+                    l.incomplete(unit);
+                }
+                reading::Read::default()
             }
-        }
+        };
+        let fatal = session.fatal().cloned().or(outcome.failure);
+        let resume_at = self.continue_objects(&read, fatal.is_some(), &ledger).await;
 
         let rejects = lock(&ledger).take_rejects();
         let rejects_object = match self.store_rejects(rejects, &invocation).await {
@@ -165,8 +179,7 @@ impl Pipeline {
                 mode: work.mode,
                 messages: &work.messages,
                 unit_messages: &unit_messages,
-                failure: session.fatal().cloned().or(outcome.failure),
-                leftovers_queued: outcome.leftovers_queued,
+                failure: fatal,
             },
         );
         Report {
@@ -182,7 +195,47 @@ impl Pipeline {
             failure: settlement.failure,
             reasons: l.reasons().clone(),
             rejects_object,
+            resume_at,
+            continuations: read.continuations.len() as u64,
+            continuations_dropped: read.dropped,
         }
+    }
+
+    /// Sends the continuations of the objects that could not be read to the end; returns the
+    /// record the first one resumes at. When the invocation fails as a whole, none is sent:
+    /// the trigger's own retry reads those units again.
+    async fn continue_objects(
+        &self,
+        read: &reading::Read,
+        failed: bool,
+        ledger: &Mutex<Ledger>,
+    ) -> Option<u64> {
+        let url = self.config.retry_queue_url.as_deref()?;
+        let mut resume_at = None;
+        for (unit, continuation) in &read.continuations {
+            let sent = if failed {
+                false
+            } else {
+                match self.queue.send(url, continuation.to_message()).await {
+                    Ok(()) => true,
+                    Err(e) => {
+                        tracing::error!(error = %e, bucket = %continuation.bucket, key = %continuation.key, "cannot send the continuation");
+                        false
+                    }
+                }
+            };
+            if sent {
+                tracing::info!(
+                    bucket = %continuation.bucket, key = %continuation.key,
+                    record = continuation.resume.record, hop = continuation.hop,
+                    "the rest of the object continues in a later invocation"
+                );
+                resume_at = resume_at.or(Some(continuation.resume.record));
+            } else {
+                lock(ledger).incomplete(*unit);
+            }
+        }
+        resume_at
     }
 
     async fn store_rejects(

@@ -14,9 +14,13 @@ use crate::batch::{Batch, Batcher};
 use crate::domain::{Origin, Position, Reason, Rejection, Unit};
 use crate::event::{self, Rules};
 use crate::outcome::Ledger;
-use crate::read::{self, Encoding, Interrupted, Limits, RawEvent, RecordSink};
-use crate::store::{ObjectStore, OpenError};
-use crate::trigger::{Input, WorkUnit};
+use crate::read::{self, Encoding, Format, Interrupted, Limits, RawEvent, RecordSink, Start};
+use crate::store::{ObjectStore, OpenError, Part};
+use crate::trigger::{Continuation, Input, WorkUnit};
+
+/// Past this many hops a chain of continuations is dropped: an object that needs more is not
+/// progressing (or is far larger than any import should be).
+pub(super) const MAX_HOPS: u32 = 10_000;
 
 /// The blocking side: reads every unit and feeds the batches.
 pub(super) struct Reader {
@@ -27,89 +31,92 @@ pub(super) struct Reader {
     pub ledger: Arc<Mutex<Ledger>>,
     pub stop: Arc<AtomicBool>,
     pub cutoff: Instant,
+    /// Whether an object that cannot be read to the end is continued by a later invocation
+    /// (a retry queue is configured and this is not a dry run).
+    pub continues: bool,
+}
+
+/// What the reading side leaves for after delivery.
+#[derive(Default)]
+pub(super) struct Read {
+    /// Objects to continue, with the unit that stopped.
+    pub continuations: Vec<(usize, Continuation)>,
+    /// Continuations dropped because their chain was too long.
+    pub dropped: u64,
+}
+
+/// An object to read: a new one, or the rest of one begun earlier.
+struct ObjectWork<'w> {
+    bucket: &'w str,
+    key: &'w str,
+    from: Option<&'w Continuation>,
 }
 
 impl Reader {
     /// Reads every unit, in order, and sends the batches to `tx`.
-    pub fn read_all(self, units: Vec<WorkUnit>, tx: &mpsc::Sender<Batch>) {
-        let handle = tokio::runtime::Handle::current();
+    pub fn read_all(self, units: Vec<WorkUnit>, tx: &mpsc::Sender<Batch>) -> Read {
         let mut batcher = Batcher::new(self.max_events);
+        let mut read = Read::default();
         for work in units {
             let index = work.unit.index;
-            let result = match work.input {
-                Input::Acknowledge => Ok(()),
+            let mut etag = None;
+            let (result, object) = match &work.input {
+                Input::Acknowledge => (Ok(()), None),
                 Input::Unreadable(rejection) => {
-                    let origin = Origin {
-                        unit: work.unit,
-                        position: Position::WHOLE,
-                    };
-                    let mut l = lock(&self.ledger);
-                    l.received(&origin);
-                    l.rejected(&origin, rejection);
-                    Ok(())
+                    self.reject_whole(work.unit.clone(), rejection.clone());
+                    (Ok(()), None)
                 }
                 Input::Body(body) => {
-                    let mut sink = Collector::new(&self, work.unit, &mut batcher, tx);
-                    read::read_json_slice(body.as_bytes(), &mut sink)
+                    let mut sink = Collector::new(&self, work.unit.clone(), &mut batcher, tx);
+                    (read::read_json_slice(body.as_bytes(), &mut sink), None)
                 }
-                Input::Object { bucket, key } => match handle
-                    .block_on(self.objects.open(&bucket, &key))
-                {
-                    Ok(object) => {
-                        let unit = match &object.revision {
-                            Some(rev) => Arc::new(Unit {
-                                identity: format!("{}#{rev}", work.unit.identity),
-                                ..(*work.unit).clone()
-                            }),
-                            None => work.unit,
-                        };
-                        let mut sink = Collector::new(&self, unit, &mut batcher, tx);
-                        match Encoding::detect(
-                            &key,
-                            object.content_type.as_deref(),
-                            object.content_encoding.as_deref(),
-                        ) {
-                            Some(encoding) => {
-                                read::read_object(object.reader, encoding, self.limits, &mut sink)
-                            }
-                            None => {
-                                sink.invalid(
-                                    Position::WHOLE,
-                                    Rejection::unreadable(
-                                        Reason::UnsupportedFormat,
-                                        "cannot tell the format: name the object .json, .ndjson, .jsonl or .csv (optionally .gz)",
-                                    ),
-                                );
-                                Ok(())
-                            }
-                        }
-                    }
-                    Err(OpenError::NotFound) => {
-                        let origin = Origin {
-                            unit: work.unit,
-                            position: Position::WHOLE,
-                        };
-                        let mut l = lock(&self.ledger);
-                        l.received(&origin);
-                        l.rejected(
-                            &origin,
-                            Rejection::unreadable(
-                                Reason::ObjectNotFound,
-                                format!("s3://{bucket}/{key} does not exist"),
-                            ),
-                        );
-                        Ok(())
-                    }
-                    Err(e) => Err(Interrupted::Source(format!(
-                        "cannot open s3://{bucket}/{key}: {e}"
-                    ))),
-                },
+                Input::Object { bucket, key } => {
+                    let object = ObjectWork {
+                        bucket,
+                        key,
+                        from: None,
+                    };
+                    let result = self.object(&work.unit, &object, &mut etag, &mut batcher, tx);
+                    (result, Some((bucket.as_str(), key.as_str(), 0)))
+                }
+                Input::Continuation(c) if c.hop >= MAX_HOPS => {
+                    tracing::error!(
+                        bucket = %c.bucket, key = %c.key, record = c.resume.record, hops = c.hop,
+                        "continuation dropped: the chain is longer than {MAX_HOPS} hops"
+                    );
+                    read.dropped += 1;
+                    (Ok(()), None)
+                }
+                Input::Continuation(c) => {
+                    let object = ObjectWork {
+                        bucket: &c.bucket,
+                        key: &c.key,
+                        from: Some(c),
+                    };
+                    let result = self.object(&work.unit, &object, &mut etag, &mut batcher, tx);
+                    (result, Some((c.bucket.as_str(), c.key.as_str(), c.hop)))
+                }
             };
-            if let Err(e) = result {
-                if !matches!(e, Interrupted::Stopped) {
-                    tracing::warn!(unit = index, error = %e, "unit will be redelivered");
+            match (result, object) {
+                (Ok(()), _) => {}
+                (Err(Interrupted::Stopped(resume)), Some((bucket, key, hop))) if self.continues => {
+                    read.continuations.push((
+                        index,
+                        Continuation {
+                            bucket: bucket.to_owned(),
+                            key: key.to_owned(),
+                            etag,
+                            resume,
+                            hop: hop + 1,
+                        },
+                    ));
                 }
-                lock(&self.ledger).incomplete(index);
+                (Err(e), _) => {
+                    if !matches!(e, Interrupted::Stopped(_)) {
+                        tracing::warn!(unit = index, error = %e, "unit will be redelivered");
+                    }
+                    lock(&self.ledger).incomplete(index);
+                }
             }
         }
         for batch in batcher.finish() {
@@ -117,6 +124,104 @@ impl Reader {
                 break;
             }
         }
+        read
+    }
+
+    fn reject_whole(&self, unit: Arc<Unit>, rejection: Rejection) {
+        let origin = Origin {
+            unit,
+            position: Position::WHOLE,
+        };
+        let mut l = lock(&self.ledger);
+        l.received(&origin);
+        l.rejected(&origin, rejection);
+    }
+
+    /// Reads an object (or its rest); `etag` is set to the content's ETag once it is open.
+    fn object(
+        &self,
+        unit: &Arc<Unit>,
+        work: &ObjectWork<'_>,
+        etag: &mut Option<String>,
+        batcher: &mut Batcher,
+        tx: &mpsc::Sender<Batch>,
+    ) -> Result<(), Interrupted> {
+        let handle = tokio::runtime::Handle::current();
+        let (bucket, key) = (work.bucket, work.key);
+        let if_match = work.from.and_then(|c| c.etag.as_deref());
+        let from = work.from.and_then(|c| c.resume.offset).unwrap_or(0);
+        let opened = handle.block_on(self.objects.open(bucket, key, Part { if_match, from }));
+        let object = match opened {
+            Ok(object) => object,
+            Err(OpenError::NotFound | OpenError::Changed) if work.from.is_some() => {
+                tracing::warn!(
+                    bucket, key,
+                    "continuation dropped: the object has changed or disappeared since its import began (a new upload is imported on its own)"
+                );
+                return Ok(());
+            }
+            Err(OpenError::PastTheEnd) => return Ok(()),
+            Err(OpenError::NotFound) => {
+                self.reject_whole(
+                    unit.clone(),
+                    Rejection::unreadable(
+                        Reason::ObjectNotFound,
+                        format!("s3://{bucket}/{key} does not exist"),
+                    ),
+                );
+                return Ok(());
+            }
+            Err(e) => {
+                return Err(Interrupted::Source(format!(
+                    "cannot open s3://{bucket}/{key}: {e}"
+                )))
+            }
+        };
+        etag.clone_from(&object.etag);
+        let unit = match &object.revision {
+            Some(rev) => Arc::new(Unit {
+                identity: format!("{}#{rev}", unit.identity),
+                ..(**unit).clone()
+            }),
+            None => unit.clone(),
+        };
+        let mut sink = Collector::new(self, unit, batcher, tx);
+        let Some(encoding) = Encoding::detect(
+            key,
+            object.content_type.as_deref(),
+            object.content_encoding.as_deref(),
+        ) else {
+            sink.invalid(
+                Position::WHOLE,
+                Rejection::unreadable(
+                    Reason::UnsupportedFormat,
+                    "cannot tell the format: name the object .json, .ndjson, .jsonl or .csv (optionally .gz)",
+                ),
+            );
+            return Ok(());
+        };
+        let start = match work.from {
+            None => Start::Beginning,
+            Some(c) if c.resume.offset.is_some() && read::ranged(encoding) => Start::Ranged {
+                resume: c.resume,
+                csv_header: match encoding.format {
+                    Format::Csv => {
+                        let whole = Part { if_match, from: 0 };
+                        let head = handle
+                            .block_on(self.objects.open(bucket, key, whole))
+                            .map_err(|e| {
+                                Interrupted::Source(format!("cannot open s3://{bucket}/{key}: {e}"))
+                            })?;
+                        Some(read::csv_header(head.reader, self.limits)?)
+                    }
+                    _ => None,
+                },
+            },
+            Some(c) => Start::Skip {
+                record: c.resume.record,
+            },
+        };
+        read::read_object_from(object.reader, encoding, self.limits, &start, &mut sink)
     }
 }
 

@@ -7,7 +7,7 @@ use std::io::{self, Read};
 use std::rc::Rc;
 
 use super::{reject_rest, Budgeted, Interrupted, Limits, RecordSink};
-use crate::domain::Position;
+use crate::domain::{Position, Resume};
 use crate::domain::{Reason, Rejection};
 use crate::read::record::FIELD_NAMES;
 use crate::read::{Field, RawEvent};
@@ -15,12 +15,30 @@ use crate::read::{Field, RawEvent};
 /// The csv reader's buffer: it reads ahead by up to this much.
 const BUFFER: usize = 64 << 10;
 
+/// Reads rows from `start`. A ranged read (one that does not begin with the header row) comes
+/// with the object's `header` row, read separately; otherwise `header` is empty.
 pub(super) fn read(
+    header: &[u8],
     reader: impl Read,
     gzip: bool,
     limits: Limits,
+    start: Resume,
     sink: &mut dyn RecordSink,
 ) -> Result<(), Interrupted> {
+    // The header is read again ahead of the ranged bytes; positions are then shifted back.
+    let prefix: Vec<u8> = if header.is_empty() {
+        Vec::new()
+    } else {
+        [header, b"\n"].concat()
+    };
+    let prefix_lines = u64::from(!prefix.is_empty());
+    let line_base = start.line.unwrap_or(1).saturating_sub(1 + prefix_lines);
+    let offset_of = |position: u64| {
+        start
+            .offset
+            .map(|o| o + position.saturating_sub(prefix.len() as u64))
+    };
+    let reader = io::Read::chain(&prefix[..], reader);
     let lines = Rc::new(RefCell::new(LineIndex::default()));
     // A row may not take more than the limit (plus what the csv reader reads ahead).
     let used = Rc::new(std::cell::Cell::new(0));
@@ -39,7 +57,7 @@ pub(super) fn read(
         });
     let mut row = ::csv::StringRecord::new();
     let columns = match csv.read_record(&mut row) {
-        Ok(true) => match header(&row) {
+        Ok(true) => match header_columns(&row) {
             Ok(columns) => columns,
             Err(message) => {
                 sink.invalid(
@@ -52,14 +70,18 @@ pub(super) fn read(
         Ok(false) => return Ok(()),
         Err(e) => return csv_error(e, gzip, Position::WHOLE, sink),
     };
-    let mut record = 0u64;
+    let mut record = start.record.saturating_sub(1);
     loop {
+        let at_byte = csv.position().byte();
+        let line = line_base + lines.borrow_mut().line_at(at_byte);
         if !sink.keep_going() {
-            return Err(Interrupted::Stopped);
+            return Err(Interrupted::Stopped(Resume {
+                record: record + 1,
+                line: Some(line),
+                offset: offset_of(at_byte),
+            }));
         }
         used.set(0);
-        let start = csv.position().byte();
-        let line = lines.borrow_mut().line_at(start);
         match csv.read_record(&mut row) {
             Ok(false) => return Ok(()),
             Ok(true) => {
@@ -109,7 +131,7 @@ pub(super) fn read(
 }
 
 /// Maps header names to field indices; unknown or repeated columns are an error.
-fn header(row: &::csv::StringRecord) -> Result<Vec<usize>, String> {
+fn header_columns(row: &::csv::StringRecord) -> Result<Vec<usize>, String> {
     let mut columns = Vec::with_capacity(row.len());
     for (i, name) in row.iter().enumerate() {
         let name = name.trim().trim_start_matches('\u{feff}');

@@ -12,7 +12,7 @@ use std::rc::Rc;
 
 use super::RawEvent;
 use super::{json_rejection, reject_rest, Budgeted, Interrupted, Limits, RecordSink};
-use crate::domain::Position;
+use crate::domain::{Position, Resume};
 use crate::domain::{Reason, Rejection};
 
 struct State<'k> {
@@ -87,7 +87,11 @@ fn drive<'de, R: serde_json::de::Read<'de>>(
         .and_then(|()| de.end());
     let Err(e) = result else { return Ok(()) };
     if state.stopped {
-        return Err(Interrupted::Stopped);
+        return Err(Interrupted::Stopped(Resume {
+            record: state.record + 1,
+            line: None,
+            offset: None,
+        }));
     }
     let at = Position::at(state.record + 1, None);
     if e.is_io() {

@@ -13,7 +13,7 @@ use std::io::{self, BufRead, BufReader, Read};
 
 pub use self::json::read_json_slice;
 
-use crate::domain::Position;
+use crate::domain::{Position, Resume};
 use crate::domain::{Reason, Rejection};
 pub use record::{Field, RawEvent};
 
@@ -109,15 +109,37 @@ impl Default for Limits {
     }
 }
 
+/// Where reading an object starts.
+#[derive(Clone, Debug, Default)]
+pub enum Start {
+    /// At its first byte.
+    #[default]
+    Beginning,
+    /// The object is read from its first byte, and the records before `record` are skipped
+    /// (they were read by an earlier invocation).
+    Skip {
+        /// The first record to hand on.
+        record: u64,
+    },
+    /// The source starts at `resume.offset` (a ranged read) with record `resume.record`; a CSV
+    /// object's header row, read separately, comes with it.
+    Ranged {
+        /// Where the source starts.
+        resume: Resume,
+        /// The CSV header row, without its line break.
+        csv_header: Option<Vec<u8>>,
+    },
+}
+
 /// Reading stopped before the end, for a reason that is not the content's fault.
 #[derive(Debug, thiserror::Error)]
 pub enum Interrupted {
     /// The source failed (network, storage): transient.
     #[error("reading failed: {0}")]
     Source(String),
-    /// The sink asked to stop (deadline, invocation failure).
-    #[error("reading stopped before the end")]
-    Stopped,
+    /// The sink asked to stop (deadline, invocation failure); reading can resume there.
+    #[error("reading stopped before record {}", .0.record)]
+    Stopped(Resume),
 }
 
 /// An error of the underlying source, marked so that it is not taken for bad content.
@@ -260,6 +282,56 @@ pub fn read_object(
     limits: Limits,
     sink: &mut dyn RecordSink,
 ) -> Result<(), Interrupted> {
+    read_object_from(source, encoding, limits, &Start::Beginning, sink)
+}
+
+/// Whether an object of `encoding` can be resumed by a ranged read (else: read again, skip).
+pub fn ranged(encoding: Encoding) -> bool {
+    !encoding.gzip && matches!(encoding.format, Format::Ndjson | Format::Csv)
+}
+
+/// Reads the CSV header row (without its line break) from the start of an object.
+pub fn csv_header(source: impl Read, limits: Limits) -> Result<Vec<u8>, Interrupted> {
+    let mut reader = BufReader::new(Marked(source));
+    let mut line = Vec::new();
+    let read = (&mut reader)
+        .take(limits.max_record_bytes as u64 + 3)
+        .read_until(b'\n', &mut line);
+    match read {
+        Ok(_) => {
+            let line = line.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(&line);
+            let line = line.strip_suffix(b"\n").unwrap_or(line);
+            Ok(line.strip_suffix(b"\r").unwrap_or(line).to_vec())
+        }
+        Err(e) => Err(Interrupted::Source(e.to_string())),
+    }
+}
+
+/// Reads an object from `start` (see [`Start`]); otherwise as [`read_object`].
+pub fn read_object_from(
+    source: impl Read,
+    encoding: Encoding,
+    limits: Limits,
+    start: &Start,
+    sink: &mut dyn RecordSink,
+) -> Result<(), Interrupted> {
+    if let Start::Skip { record } = *start {
+        let mut skipping = Skipping {
+            inner: sink,
+            first: record,
+        };
+        return match read_object_from(source, encoding, limits, &Start::Beginning, &mut skipping) {
+            // Stopped while still skipping: the next attempt starts where this one was to.
+            Err(Interrupted::Stopped(resume)) if resume.record < record => {
+                Err(Interrupted::Stopped(Resume {
+                    record,
+                    line: None,
+                    offset: None,
+                }))
+            }
+            other => other,
+        };
+    }
     let marked = Marked(source);
     let decoded: Box<dyn Read> = if encoding.gzip {
         Box::new(flate2::read::MultiGzDecoder::new(BufReader::with_capacity(
@@ -275,13 +347,59 @@ pub fn read_object(
         limit: limits.max_object_bytes,
     };
     let mut reader = BufReader::with_capacity(256 << 10, bounded);
-    if let Err(e) = skip_bom(&mut reader) {
-        return reject_rest(e, encoding.gzip, Position::WHOLE, sink);
+    let resume = match start {
+        Start::Ranged { resume, .. } => *resume,
+        _ => match skip_bom(&mut reader) {
+            Ok(bom) => Resume {
+                offset: Some(bom),
+                ..Resume::START
+            },
+            Err(e) => return reject_rest(e, encoding.gzip, Position::WHOLE, sink),
+        },
+    };
+    // Byte offsets are only kept where a ranged read can use them.
+    let resume = Resume {
+        offset: resume.offset.filter(|_| ranged(encoding)),
+        ..resume
+    };
+    match (encoding.format, start) {
+        (Format::Ndjson, _) => ndjson::read(reader, encoding.gzip, limits, resume, sink),
+        (Format::Json, _) => json::read(reader, encoding.gzip, limits, sink),
+        (Format::Csv, Start::Ranged { csv_header, .. }) => {
+            let header = csv_header.as_deref().unwrap_or_default();
+            csv::read(header, reader, encoding.gzip, limits, resume, sink)
+        }
+        (Format::Csv, _) => csv::read(&[][..], reader, encoding.gzip, limits, resume, sink),
     }
-    match encoding.format {
-        Format::Ndjson => ndjson::read(reader, encoding.gzip, limits, sink),
-        Format::Json => json::read(reader, encoding.gzip, limits, sink),
-        Format::Csv => csv::read(reader, encoding.gzip, limits, sink),
+}
+
+/// Hands on only the records from `first` on (and what concerns the object as a whole).
+struct Skipping<'s> {
+    inner: &'s mut dyn RecordSink,
+    first: u64,
+}
+
+impl Skipping<'_> {
+    fn wanted(&self, position: Position) -> bool {
+        position.record.is_none_or(|r| r >= self.first)
+    }
+}
+
+impl RecordSink for Skipping<'_> {
+    fn record(&mut self, position: Position, raw: &RawEvent<'_>, request_source: Option<&str>) {
+        if self.wanted(position) {
+            self.inner.record(position, raw, request_source);
+        }
+    }
+
+    fn invalid(&mut self, position: Position, rejection: Rejection) {
+        if self.wanted(position) {
+            self.inner.invalid(position, rejection);
+        }
+    }
+
+    fn keep_going(&self) -> bool {
+        self.inner.keep_going()
     }
 }
 
@@ -301,12 +419,14 @@ pub(crate) fn reject_rest(
     }
 }
 
-fn skip_bom(reader: &mut impl BufRead) -> io::Result<()> {
+/// Skips a UTF-8 byte order mark; returns how many bytes it took.
+fn skip_bom(reader: &mut impl BufRead) -> io::Result<u64> {
     let head = reader.fill_buf()?;
     if head.starts_with(b"\xEF\xBB\xBF") {
         reader.consume(3);
+        return Ok(3);
     }
-    Ok(())
+    Ok(0)
 }
 
 /// Classifies a parse error of one JSON record.

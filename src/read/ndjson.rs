@@ -6,7 +6,7 @@ use std::io::BufRead;
 
 use super::RawEvent;
 use super::{json_rejection, reject_rest, Interrupted, Limits, RecordSink};
-use crate::domain::Position;
+use crate::domain::{Position, Resume};
 use crate::domain::{Reason, Rejection};
 
 /// A line read into the buffer, or why it was not.
@@ -16,8 +16,14 @@ enum Line {
     End,
 }
 
-/// Reads the next line into `buf` (without its `\n`), keeping at most `max` bytes.
-fn next_line(reader: &mut impl BufRead, buf: &mut Vec<u8>, max: usize) -> std::io::Result<Line> {
+/// Reads the next line into `buf` (without its `\n`), keeping at most `max` bytes; adds the
+/// bytes it consumed to `consumed`.
+fn next_line(
+    reader: &mut impl BufRead,
+    buf: &mut Vec<u8>,
+    max: usize,
+    consumed: &mut u64,
+) -> std::io::Result<Line> {
     buf.clear();
     let mut too_long = false;
     let mut any = false;
@@ -41,6 +47,7 @@ fn next_line(reader: &mut impl BufRead, buf: &mut Vec<u8>, max: usize) -> std::i
         }
         let used = chunk.len() + usize::from(found);
         reader.consume(used);
+        *consumed += used as u64;
         if found {
             break;
         }
@@ -57,18 +64,26 @@ fn memchr(haystack: &[u8]) -> Option<usize> {
     memchr::memchr(b'\n', haystack)
 }
 
+/// Reads lines from `start` (the record, line and byte offset the reader begins at).
 pub(super) fn read(
     mut reader: impl BufRead,
     gzip: bool,
     limits: Limits,
+    start: Resume,
     sink: &mut dyn RecordSink,
 ) -> Result<(), Interrupted> {
     let mut buf = Vec::new();
-    let mut line_no = 0u64;
-    let mut record = 0u64;
+    let mut line_no = start.line.unwrap_or(1).saturating_sub(1);
+    let mut record = start.record.saturating_sub(1);
+    // Bytes consumed since `start`.
+    let mut consumed = 0u64;
     loop {
         if !sink.keep_going() {
-            return Err(Interrupted::Stopped);
+            return Err(Interrupted::Stopped(Resume {
+                record: record + 1,
+                line: Some(line_no + 1),
+                offset: start.offset.map(|o| o + consumed),
+            }));
         }
         // A line that lies whole in the reader's buffer is parsed where it lies; only a line
         // that straddles two fills (or is too long) is gathered into `buf`.
@@ -82,9 +97,15 @@ pub(super) fn read(
             line_no += 1;
             one_line(&available[..end], line_no, &mut record, sink);
             reader.consume(end + 1);
+            consumed += end as u64 + 1;
             continue;
         }
-        let line = match next_line(&mut reader, &mut buf, limits.max_record_bytes) {
+        let line = match next_line(
+            &mut reader,
+            &mut buf,
+            limits.max_record_bytes,
+            &mut consumed,
+        ) {
             Ok(l) => l,
             Err(e) => {
                 return reject_rest(e, gzip, Position::at(record + 1, Some(line_no + 1)), sink);
@@ -155,7 +176,7 @@ mod tests {
             let limits = Limits { max_record_bytes: 20, max_object_bytes: 1000 };
             let run = |reader: &mut dyn BufRead| {
                 let mut sink = Collect::default();
-                read(reader, false, limits, &mut sink).unwrap();
+                read(reader, false, limits, Resume::START, &mut sink).unwrap();
                 sink.items
             };
             let whole = run(&mut &text[..]);

@@ -207,7 +207,7 @@ fn readers_stop_when_asked() {
         gzip: false,
     };
     let r = read_object(&text[..], enc, Limits::default(), &mut sink);
-    assert!(matches!(r, Err(Interrupted::Stopped)));
+    assert!(matches!(r, Err(Interrupted::Stopped(_))));
     assert_eq!(sink.items.len(), 3);
 }
 
@@ -236,5 +236,105 @@ fn huge_json_elements_and_csv_rows_are_bounded() {
         Some("2@3: RECORD_TOO_LARGE"),
         "{:?}",
         sink.items
+    );
+}
+
+/// Reads `bytes` as `key` in pieces of at most `piece` records, each resumed where the last one
+/// stopped (a ranged read of the bytes from the offset where one is given, else the whole input
+/// again, skipping), and returns what all the pieces produced together.
+fn read_in_pieces(bytes: &[u8], key: &str, piece: usize) -> (Vec<String>, usize) {
+    let enc = Encoding::detect(key, None, None).expect("known format");
+    let limits = Limits::default();
+    let mut all = Vec::new();
+    let mut start = Start::Beginning;
+    let mut pieces = 0;
+    loop {
+        pieces += 1;
+        let mut sink = Collect {
+            stop_after: Some(piece),
+            ..Default::default()
+        };
+        let source: &[u8] = match &start {
+            Start::Ranged { resume, .. } => &bytes[resume.offset.unwrap() as usize..],
+            _ => bytes,
+        };
+        let r = read_object_from(source, enc, limits, &start, &mut sink);
+        all.extend(sink.items);
+        match r {
+            Ok(()) => return (all, pieces),
+            Err(Interrupted::Stopped(resume)) => {
+                assert!(pieces < 1000, "no progress");
+                start = match resume.offset {
+                    Some(_) if ranged(enc) => Start::Ranged {
+                        resume,
+                        csv_header: (enc.format == Format::Csv)
+                            .then(|| csv_header(bytes, limits).unwrap()),
+                    },
+                    _ => Start::Skip {
+                        record: resume.record,
+                    },
+                };
+            }
+            Err(e) => panic!("{e}"),
+        }
+    }
+}
+
+#[test]
+fn resumed_reading_gives_what_one_pass_gives() {
+    let ndjson = "\u{feff}{\"name\":\"a\"}\n\n{\"name\":\"b\"}\r\nnot json\n{\"name\":\"c\"}\n\n\n{\"name\":\"d\"}\n{\"name\":\"e\"}";
+    let csv = "\u{feff}conversionType,eventTime\r\np1,t\n\"p\n2\",t\n,\np3,t\nbad\np4,t\np5,t\n";
+    let json = r#"{"source":"AMAZON_AD_TAG","eventData":[{"name":"a"},{"name":"b"},7,{"name":"c"},{"name":"d"}]}"#;
+    let array = r#"[{"name":"a"},{"name":"b"},{"name":"c"},{"name":"d"}]"#;
+    for (key, text) in [
+        ("x.ndjson", ndjson),
+        ("x.csv", csv),
+        ("x.json", json),
+        ("x.json", array),
+    ] {
+        let whole = read(text.as_bytes(), key);
+        for piece in 1..=3 {
+            let (pieces, n) = read_in_pieces(text.as_bytes(), key, piece);
+            assert_eq!(pieces, whole, "{key} in pieces of {piece}");
+            assert!(n > 1, "{key}: stopped at least once");
+        }
+        let gz = gzip(text.as_bytes());
+        let gz_key = format!("{key}.gz");
+        let (pieces, _) = read_in_pieces(&gz, &gz_key, 2);
+        assert_eq!(pieces, whole, "{gz_key}");
+    }
+}
+
+#[test]
+fn offsets_are_kept_only_where_a_ranged_read_can_use_them() {
+    let stop_at_first = |bytes: &[u8], key: &str| {
+        let mut sink = Collect {
+            stop_after: Some(1),
+            ..Default::default()
+        };
+        let enc = Encoding::detect(key, None, None).unwrap();
+        match read_object(bytes, enc, Limits::default(), &mut sink) {
+            Err(Interrupted::Stopped(r)) => r,
+            other => panic!("{other:?}"),
+        }
+    };
+    let text = b"{\"name\":\"a\"}\n{\"name\":\"b\"}\n";
+    assert_eq!(
+        stop_at_first(text, "x.ndjson"),
+        Resume {
+            record: 2,
+            line: Some(2),
+            offset: Some(13)
+        }
+    );
+    assert_eq!(stop_at_first(&gzip(text), "x.ndjson.gz").offset, None);
+    let csv = b"eventTime\na\nb\n";
+    assert_eq!(
+        stop_at_first(csv, "x.csv"),
+        Resume {
+            record: 2,
+            line: Some(3),
+            offset: Some(12)
+        }
     );
 }
