@@ -1,12 +1,26 @@
 //! Delivery against moto (S3, SQS, Secrets Manager) and the fake DSP, through the real binary
 //! under the runtime emulator: every event accepted, rejected with its reason, or redelivered.
 
-mod support;
+// Each test file compiles its own copy of the support modules it needs and uses part of each;
+// what this file leaves unused, another test file uses.
+#[allow(dead_code)]
+mod support {
+    pub mod assertions;
+    pub mod fake_dsp;
+    pub mod function;
+    pub mod moto;
+    pub mod payloads;
+    mod process;
+}
 
 use std::collections::HashSet;
 
 use serde_json::{json, Value};
-use support::*;
+use support::assertions::{assert_no_leaks, dedupe_ids};
+use support::fake_dsp::{secrets_of, FakeDsp, SECRET};
+use support::function::{function_env, Function, Invoked};
+use support::moto::{Clients, Moto};
+use support::payloads::{s3_event, simple_event, sqs_event, sqs_event_with};
 
 const REJECTS: &str = "rejects";
 const UPLOADS: &str = "uploads";

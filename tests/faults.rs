@@ -3,7 +3,17 @@
 //! After every run: each valid event accepted exactly once (by dedupe id), each invalid one in the
 //! rejects with its reason, nothing else; and no invocation outlives its deadline.
 
-mod support;
+// Each test file compiles its own copy of the support modules it needs and uses part of each;
+// what this file leaves unused, another test file uses.
+#[allow(dead_code)]
+mod support {
+    pub mod assertions;
+    pub mod fake_dsp;
+    pub mod function;
+    pub mod moto;
+    pub mod payloads;
+    mod process;
+}
 
 use std::collections::{BTreeSet, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -11,7 +21,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::{json, Value};
-use support::*;
+use support::assertions::assert_no_leaks;
+use support::fake_dsp::{secrets_of, FakeDsp, SECRET};
+use support::function::{function_env, Function};
+use support::moto::{Clients, Moto};
+use support::payloads::{simple_event, sqs_event_with};
 
 const REJECTS: &str = "rejects";
 const TIMEOUT: u64 = 6;

@@ -1,10 +1,24 @@
 //! The real binary under a Lambda Runtime API: cold start, configuration, the runtime contract,
 //! and a dry run of every sample payload in `events/`.
 
-mod support;
+// Each test file compiles its own copy of the support modules it needs and uses part of each;
+// what this file leaves unused, another test file uses.
+#[allow(dead_code)]
+mod support {
+    pub mod assertions;
+    pub mod fake_dsp;
+    pub mod function;
+    pub mod moto;
+    pub mod payloads;
+    mod process;
+}
 
 use serde_json::{json, Value};
-use support::*;
+use support::assertions::assert_no_leaks;
+use support::fake_dsp::FakeDsp;
+use support::function::{function_env, Function};
+use support::moto::{Clients, Moto};
+use support::payloads::{read, refresh_timestamps, sample, simple_event, sqs_event};
 
 const UPLOADS: &str = "dsp-conversions-uploads";
 
