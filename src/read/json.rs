@@ -1,6 +1,8 @@
 //! JSON: a DSP request object `{"source", "eventData": [...]}`, a single event object, or an array
 //! of events. Elements are handed on one at a time as the parser reaches them, so a large array
-//! never sits in memory (except when `source` follows `eventData`: then the events wait for it).
+//! never sits in memory. When `source` follows `eventData` (as with keys written in sorted
+//! order), the events wait for it in a spill file in the temporary directory (Lambda's `/tmp`),
+//! not in memory.
 
 use std::fmt;
 
@@ -19,21 +21,35 @@ struct State<'k> {
     sink: &'k mut dyn RecordSink,
     record: u64,
     stopped: bool,
+    /// Why the spill file failed, if it did.
+    spill_failed: Option<String>,
     /// Bytes read for the current record, when reading a stream.
     used: Option<Rc<Cell<usize>>>,
 }
 
 impl State<'_> {
-    fn element(&mut self, text: &str, source: Option<&str>) {
+    /// A new record begins: its bytes count from zero.
+    fn next_record(&self) {
         if let Some(used) = &self.used {
             used.set(0);
         }
+    }
+
+    fn element(&mut self, text: &str, source: Option<&str>) {
+        self.next_record();
         self.record += 1;
         let at = Position::at(self.record, None);
         match RawEvent::from_json(text) {
             Ok(raw) => self.sink.record(at, &raw, source),
             Err(e) => self.sink.invalid(at, json_rejection(&e)),
         }
+    }
+
+    fn spill_error<E: de::Error>(&mut self, e: &std::io::Error) -> E {
+        self.spill_failed = Some(format!(
+            "cannot spill events to the temporary directory: {e}"
+        ));
+        E::custom("spill failed")
     }
 
     fn check<E: de::Error>(&mut self) -> Result<(), E> {
@@ -80,12 +96,16 @@ fn drive<'de, R: serde_json::de::Read<'de>>(
         sink,
         record: 0,
         stopped: false,
+        spill_failed: None,
         used,
     };
     let result = Top(&mut state)
         .deserialize(&mut *de)
         .and_then(|()| de.end());
     let Err(e) = result else { return Ok(()) };
+    if let Some(cause) = state.spill_failed {
+        return Err(Interrupted::Source(cause));
+    }
     if state.stopped {
         return Err(Interrupted::Stopped(Resume {
             record: state.record + 1,
@@ -139,7 +159,7 @@ impl<'de> Visitor<'de> for Top<'_, '_> {
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
         let state = self.0;
         let mut source: Option<String> = None;
-        let mut pending: Option<Vec<Box<RawValue>>> = None;
+        let mut pending: Option<Spill> = None;
         let mut others: Vec<(String, Box<RawValue>)> = Vec::new();
         let mut has_events = false;
         while let Some(key) = map.next_key::<String>()? {
@@ -148,13 +168,16 @@ impl<'de> Visitor<'de> for Top<'_, '_> {
                     has_events = true;
                     // Until `source` is known, events wait; it comes first in practice.
                     let wait = source.is_none() && !others.iter().any(|(k, _)| k == "source");
-                    let mut buffer = wait.then(Vec::new);
+                    let mut spill = match wait.then(Spill::new).transpose() {
+                        Ok(spill) => spill,
+                        Err(e) => return Err(state.spill_error(&e)),
+                    };
                     map.next_value_seed(Events {
                         state,
                         source: source.as_deref(),
-                        pending: buffer.as_mut(),
+                        pending: spill.as_mut(),
                     })?;
-                    pending = buffer;
+                    pending = spill;
                 }
                 "source" if source.is_none() => {
                     let raw: Box<RawValue> = map.next_value()?;
@@ -170,9 +193,16 @@ impl<'de> Visitor<'de> for Top<'_, '_> {
             }
         }
         if has_events {
-            for raw in pending.unwrap_or_default() {
-                state.check()?;
-                state.element(raw.get(), source.as_deref());
+            if let Some(spill) = pending {
+                let replayed = spill.replay(|text| {
+                    state
+                        .check::<A::Error>()
+                        .map(|()| state.element(text, source.as_deref()))
+                });
+                match replayed {
+                    Ok(result) => result?,
+                    Err(e) => return Err(state.spill_error(&e)),
+                }
             }
             return Ok(());
         }
@@ -203,7 +233,7 @@ impl<'de> Visitor<'de> for Top<'_, '_> {
 struct Events<'s, 'k, 'p> {
     state: &'s mut State<'k>,
     source: Option<&'p str>,
-    pending: Option<&'p mut Vec<Box<RawValue>>>,
+    pending: Option<&'p mut Spill>,
 }
 
 impl<'de> DeserializeSeed<'de> for Events<'_, '_, '_> {
@@ -227,9 +257,79 @@ impl<'de> Visitor<'de> for Events<'_, '_, '_> {
                 return Ok(());
             };
             match self.pending.as_mut() {
-                Some(pending) => pending.push(raw),
+                Some(spill) => {
+                    self.state.next_record();
+                    if let Err(e) = spill.push(raw.get()) {
+                        return Err(self.state.spill_error(&e));
+                    }
+                }
                 None => self.state.element(raw.get(), self.source),
             }
         }
+    }
+}
+
+/// Events waiting for their request's `source`, in a file of the temporary directory: each
+/// element's text preceded by its length (texts may hold line breaks).
+struct Spill {
+    path: std::path::PathBuf,
+    writer: Option<std::io::BufWriter<std::fs::File>>,
+}
+
+impl Spill {
+    fn new() -> std::io::Result<Self> {
+        static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let path =
+            std::env::temp_dir().join(format!("dsp-events-{}-{n}.spill", std::process::id()));
+        let file = std::fs::File::create(&path)?;
+        Ok(Self {
+            path,
+            writer: Some(std::io::BufWriter::new(file)),
+        })
+    }
+
+    fn push(&mut self, text: &str) -> std::io::Result<()> {
+        use std::io::Write;
+        let writer = self
+            .writer
+            .as_mut()
+            .ok_or_else(|| std::io::Error::other("spill closed"))?;
+        writer.write_all(&(text.len() as u64).to_le_bytes())?;
+        writer.write_all(text.as_bytes())
+    }
+
+    /// Hands each spilled text to `f`, in order, until `f` returns an error.
+    fn replay<E>(
+        mut self,
+        mut f: impl FnMut(&str) -> Result<(), E>,
+    ) -> std::io::Result<Result<(), E>> {
+        use std::io::{Read, Write};
+        if let Some(mut writer) = self.writer.take() {
+            writer.flush()?;
+        }
+        let mut reader = std::io::BufReader::new(std::fs::File::open(&self.path)?);
+        let mut text = String::new();
+        loop {
+            let mut len = [0u8; 8];
+            match reader.read_exact(&mut len) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(Ok(())),
+                Err(e) => return Err(e),
+            }
+            text.clear();
+            let len = u64::from_le_bytes(len);
+            (&mut reader).take(len).read_to_string(&mut text)?;
+            if let Err(e) = f(&text) {
+                return Ok(Err(e));
+            }
+        }
+    }
+}
+
+impl Drop for Spill {
+    fn drop(&mut self) {
+        drop(self.writer.take());
+        let _ = std::fs::remove_file(&self.path);
     }
 }

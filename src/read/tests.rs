@@ -338,3 +338,42 @@ fn offsets_are_kept_only_where_a_ranged_read_can_use_them() {
         }
     );
 }
+
+#[test]
+fn events_before_their_source_wait_on_disk_not_in_memory() {
+    // Sorted keys put `eventData` before `source`; 4 MB of events is over the 1 MiB record limit.
+    let events: Vec<String> = (0..20_000)
+        .map(|i| format!(r#"{{"name":"e{i}","timestamp":"{}"}}"#, "x".repeat(150)))
+        .collect();
+    let text = format!(
+        r#"{{"eventData":[{}],"source":"AMAZON_AD_TAG"}}"#,
+        events.join(",\n")
+    );
+    let mut sink = Collect::default();
+    let enc = Encoding::detect("x.json", None, None).unwrap();
+    read_object(text.as_bytes(), enc, Limits::default(), &mut sink).unwrap();
+    assert_eq!(sink.items.len(), 20_000);
+    assert_eq!(sink.items[0], "1: e0 [AMAZON_AD_TAG]");
+    assert_eq!(sink.items[19_999], "20000: e19999 [AMAZON_AD_TAG]");
+    // The same in a message body, and the spill file is gone afterwards.
+    let mut sink = Collect::default();
+    read_json_slice(
+        br#"{"eventData":[{"name":"a"},{"name":"b"}],"source":"SERVER_TO_SERVER"}"#,
+        &mut sink,
+    )
+    .unwrap();
+    assert_eq!(
+        sink.items,
+        ["1: a [SERVER_TO_SERVER]", "2: b [SERVER_TO_SERVER]"]
+    );
+    let leftovers = std::fs::read_dir(std::env::temp_dir())
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .filter(|e| {
+            e.file_name()
+                .to_string_lossy()
+                .starts_with(&format!("dsp-events-{}-", std::process::id()))
+        })
+        .count();
+    assert_eq!(leftovers, 0);
+}
