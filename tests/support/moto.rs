@@ -200,6 +200,17 @@ impl Clients {
         out.queue_url().expect("url").to_owned()
     }
 
+    /// Sends `body` to the queue at `url`.
+    pub async fn send(&self, url: &str, body: &str) {
+        self.sqs
+            .send_message()
+            .queue_url(url)
+            .message_body(body)
+            .send()
+            .await
+            .expect("send");
+    }
+
     /// Every message waiting in a queue (removed).
     pub async fn drain(&self, url: &str) -> Vec<String> {
         let mut bodies = Vec::new();
