@@ -8,9 +8,9 @@ use crate::domain::{Cause, Disposition, Reason, Rejection};
 
 /// What one attempt came to.
 #[derive(Debug, PartialEq)]
-pub enum Answer {
-    /// A 207 (or 200): one disposition per event, in request order.
-    Results(Vec<Disposition>),
+pub enum Answer<T> {
+    /// A 207 (or 200), read: for a request of events, one disposition per event in order.
+    Done(T),
     /// 400 (or 413/422) for the whole request: split it to isolate the cause.
     BadRequest(String),
     /// 401: the token was refused.
@@ -106,12 +106,23 @@ pub fn read_multi_status(body: &[u8], count: usize) -> Option<Vec<Disposition>> 
     )
 }
 
-/// Classifies the DSP's answer to a request of `count` events.
-pub fn classify(reply: &Reply, count: usize) -> Answer {
+/// Classifies the DSP's answer to a request of `count` events (or deletion requests).
+pub fn classify(reply: &Reply, count: usize) -> Answer<Vec<Disposition>> {
+    classify_with(reply, |body| read_multi_status(body, count))
+}
+
+/// Classifies an answer whose success body `read` understands (`None`: it cannot).
+pub fn classify_with<T>(reply: &Reply, read: impl FnOnce(&[u8]) -> Option<T>) -> Answer<T> {
     let (status, body) = (reply.status, reply.body.as_slice());
+    if !(200..300).contains(&status) {
+        if let Some(id) = request_id(body) {
+            // What Amazon support asks for.
+            tracing::warn!(status, request_id = %id, "the DSP answered with an error");
+        }
+    }
     match status {
-        200 | 207 => match read_multi_status(body, count) {
-            Some(results) => Answer::Results(results),
+        200 | 207 => match read(body) {
+            Some(results) => Answer::Done(results),
             // It may have been taken: redelivery is safe thanks to the dedupe ids.
             None => Answer::Retry(Cause::DspFailed(format!("unreadable HTTP {status} body"))),
         },
@@ -134,24 +145,51 @@ pub fn classify(reply: &Reply, count: usize) -> Answer {
     }
 }
 
-/// The DSP's own words for an error: `code: message`, or the start of the body.
+/// A whole-request error body: Amazon's `DspErrorV1`.
+#[derive(Deserialize)]
+struct DspErrorV1 {
+    #[serde(default)]
+    message: Option<String>,
+    #[serde(default, rename = "requestId")]
+    request_id: Option<String>,
+    #[serde(default)]
+    errors: Vec<FieldMessage>,
+}
+
+#[derive(Deserialize)]
+struct FieldMessage {
+    #[serde(default, rename = "fieldName")]
+    field_name: Option<String>,
+    #[serde(default)]
+    message: Option<String>,
+}
+
+/// The DSP's own words for an error: `message`, then each `fieldName: message`; or the start of
+/// a body that is not `DspErrorV1`.
 fn error_text(body: &[u8]) -> String {
-    #[derive(Deserialize)]
-    struct Error {
-        code: Option<String>,
-        message: Option<String>,
-        details: Option<String>,
-    }
-    match serde_json::from_slice::<Error>(body) {
+    match serde_json::from_slice::<DspErrorV1>(body) {
         Ok(e) => {
-            let message = e.message.or(e.details).unwrap_or_default();
-            match e.code {
-                Some(code) => format!("{code}: {message}"),
-                None => message,
+            let mut text = e.message.unwrap_or_default();
+            for f in e.errors {
+                let Some(message) = f.message else { continue };
+                if !text.is_empty() {
+                    text.push_str("; ");
+                }
+                if let Some(field) = f.field_name.filter(|f| !f.is_empty()) {
+                    text.push_str(&field);
+                    text.push_str(": ");
+                }
+                text.push_str(&message);
             }
+            text
         }
         Err(_) => String::from_utf8_lossy(&body[..body.len().min(300)]).into_owned(),
     }
+}
+
+/// The `requestId` of an error body, if it has one.
+fn request_id(body: &[u8]) -> Option<String> {
+    serde_json::from_slice::<DspErrorV1>(body).ok()?.request_id
 }
 
 #[cfg(test)]
@@ -196,9 +234,11 @@ mod tests {
     #[test]
     fn statuses() {
         let answer = |status, body: &str| classify(&Reply::new(status, body), 1);
+        let v1 = r#"{"message":"Invalid input","requestId":"r-1","errors":[{"errorType":"INVALID_VALUE","fieldName":"eventData[0].countryCode","message":"not a country"},{"message":"one more"}]}"#;
         assert!(
-            matches!(answer(400, r#"{"code":"BAD_REQUEST","message":"m"}"#), Answer::BadRequest(m) if m == "BAD_REQUEST: m")
+            matches!(answer(400, v1), Answer::BadRequest(m) if m == "Invalid input; eventData[0].countryCode: not a country; one more")
         );
+        assert!(matches!(answer(400, "<html>"), Answer::BadRequest(m) if m == "<html>"));
         assert_eq!(answer(401, ""), Answer::Unauthorized);
         assert!(matches!(answer(403, ""), Answer::Fatal(Cause::Refused(_))));
         assert!(matches!(answer(404, ""), Answer::Fatal(Cause::Refused(_))));

@@ -280,7 +280,7 @@ impl Session {
             let answer = answer::classify(&reply, batch.events.len());
             let throttled = match &answer {
                 Answer::Retry(cause) => cause.is_throttling(),
-                Answer::Results(results) => results
+                Answer::Done(results) => results
                     .iter()
                     .any(|d| matches!(d, Disposition::Redeliver(c) if c.is_throttling())),
                 _ => false,
@@ -292,7 +292,7 @@ impl Session {
                 self.dsp.pacer.succeeded();
             }
             match answer {
-                Answer::Results(results) => return Ok(Sent::Results(results)),
+                Answer::Done(results) => return Ok(Sent::Results(results)),
                 Answer::BadRequest(message) => return Ok(Sent::BadRequest(message)),
                 Answer::Unauthorized if !reauthorized => {
                     // Refresh the token and re-read the secret, once.
