@@ -165,6 +165,13 @@ impl<F: Fn(&str) -> Option<String>> Vars<F> {
                 0,
                 86_400,
             )?),
+            lookup_definitions: self.flag("DSP_LOOKUP_DEFINITIONS", true)?,
+            definitions_ttl: Duration::from_secs(self.number(
+                "DEFINITIONS_CACHE_TTL_SECONDS",
+                900,
+                0,
+                86_400,
+            )?),
         })
     }
 }

@@ -18,6 +18,8 @@ use crate::store::BoxFuture;
 pub enum Endpoint {
     /// `dspAmazonIngestConversionData`: events.
     EventData,
+    /// The advertiser's conversion definitions, a page at a time.
+    ListDefinitions,
 }
 
 impl Endpoint {
@@ -25,6 +27,7 @@ impl Endpoint {
     pub fn path(self) -> &'static str {
         match self {
             Endpoint::EventData => "/dsp/conversionDefinitions/eventData",
+            Endpoint::ListDefinitions => "/dsp/conversionDefinitions/list",
         }
     }
 
@@ -32,6 +35,7 @@ impl Endpoint {
     pub fn media_type(self) -> &'static str {
         match self {
             Endpoint::EventData => "application/vnd.dspconversioneventimport.v1+json",
+            Endpoint::ListDefinitions => "application/vnd.dspconversiondefinition.v1+json",
         }
     }
 }

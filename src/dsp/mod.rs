@@ -5,6 +5,7 @@
 pub mod answer;
 pub mod api;
 pub mod credentials;
+pub mod definitions;
 pub mod double;
 pub mod pacer;
 mod region;
@@ -53,6 +54,10 @@ pub struct Settings {
     pub max_attempts: u32,
     /// How long fetched credentials are reused across warm invocations.
     pub secret_cache_ttl: Duration,
+    /// Whether the advertiser's conversion definitions are listed from the DSP.
+    pub lookup_definitions: bool,
+    /// How long that list is reused across warm invocations.
+    pub definitions_ttl: Duration,
 }
 
 /// The long-lived delivery state, built at cold start and kept across warm invocations.
@@ -62,6 +67,8 @@ pub struct Dsp {
     tokens: TokenCache,
     pacer: Pacer,
     settings: Settings,
+    definitions: tokio::sync::Mutex<Option<(definitions::Listed, Instant)>>,
+    refusal_warned: std::sync::atomic::AtomicBool,
 }
 
 impl Dsp {
@@ -87,6 +94,8 @@ impl Dsp {
             ),
             pacer: Pacer::new(settings.max_requests_per_second, settings.concurrency),
             settings: settings.clone(),
+            definitions: tokio::sync::Mutex::new(None),
+            refusal_warned: std::sync::atomic::AtomicBool::new(false),
         }
     }
 
@@ -155,7 +164,7 @@ impl Session {
                     .collect::<Vec<_>>()
             };
             let dispositions = match self.send(&batch).await {
-                Ok(Sent::Results(results)) => results,
+                Ok(Sent::Done(results)) => results,
                 Ok(Sent::BadRequest(message)) if batch.events.len() == 1 => all(
                     Disposition::Rejected(Rejection::unreadable(Reason::DspBadRequest, message)),
                 ),
@@ -217,8 +226,31 @@ impl Session {
         self.dsp.tokens.get(url, creds, stale, timeout).await
     }
 
-    async fn send(&self, batch: &Batch) -> Result<Sent, Stop> {
-        let body = batch.body();
+    async fn send(&self, batch: &Batch) -> Result<Sent<Vec<Disposition>>, Stop> {
+        let count = batch.events.len();
+        self.request(
+            Endpoint::EventData,
+            batch.body(),
+            |reply| answer::classify(reply, count),
+            |results| {
+                results
+                    .iter()
+                    .any(|d| matches!(d, Disposition::Redeliver(c) if c.is_throttling()))
+            },
+        )
+        .await
+    }
+
+    /// Posts `body` to `endpoint` until an answer says what became of it: authorization,
+    /// the pacer, retries with backoff and `Retry-After`, re-authorization on a 401.
+    /// `classify` reads a reply; `throttled` tells whether a read answer asks to slow down.
+    async fn request<T>(
+        &self,
+        endpoint: Endpoint,
+        body: Vec<u8>,
+        classify: impl Fn(&Reply) -> Answer<T>,
+        throttled: impl Fn(&T) -> bool,
+    ) -> Result<Sent<T>, Stop> {
         let mut attempt = 0u32;
         let mut refused: Option<Token> = None;
         let mut reauthorized = false;
@@ -267,7 +299,7 @@ impl Session {
             let reply = match self
                 .dsp
                 .api
-                .post(Endpoint::EventData, caller, body.clone(), timeout)
+                .post(endpoint, caller, body.clone(), timeout)
                 .await
             {
                 Ok(reply) => reply,
@@ -277,22 +309,20 @@ impl Session {
                     continue;
                 }
             };
-            let answer = answer::classify(&reply, batch.events.len());
-            let throttled = match &answer {
+            let answer = classify(&reply);
+            let slow_down = match &answer {
                 Answer::Retry(cause) => cause.is_throttling(),
-                Answer::Done(results) => results
-                    .iter()
-                    .any(|d| matches!(d, Disposition::Redeliver(c) if c.is_throttling())),
+                Answer::Done(done) => throttled(done),
                 _ => false,
             };
-            if throttled {
+            if slow_down {
                 self.throttled.fetch_add(1, Ordering::Relaxed);
                 self.dsp.pacer.throttled(reply.retry_after);
             } else {
                 self.dsp.pacer.succeeded();
             }
             match answer {
-                Answer::Done(results) => return Ok(Sent::Results(results)),
+                Answer::Done(done) => return Ok(Sent::Done(done)),
                 Answer::BadRequest(message) => return Ok(Sent::BadRequest(message)),
                 Answer::Unauthorized if !reauthorized => {
                     // Refresh the token and re-read the secret, once.
@@ -340,8 +370,11 @@ impl Session {
     }
 }
 
-enum Sent {
-    Results(Vec<Disposition>),
+/// What a request came to, short of a failure.
+enum Sent<T> {
+    /// The answer, read.
+    Done(T),
+    /// A 400 for the whole request.
     BadRequest(String),
 }
 

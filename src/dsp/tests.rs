@@ -24,6 +24,8 @@ fn settings(max_attempts: u32) -> Settings {
         token_url: Some("http://127.0.0.1:9/auth/o2/token".into()),
         max_requests_per_second: 1000,
         concurrency: 1,
+        lookup_definitions: true,
+        definitions_ttl: Duration::from_secs(900),
         max_attempts,
         secret_cache_ttl: Duration::from_secs(300),
     }
@@ -362,4 +364,75 @@ async fn a_missing_secret_key_fails_the_invocation_naming_it() {
         other => panic!("{other:?}"),
     }
     assert!(api.calls().is_empty());
+}
+
+fn page(ids: &[(&str, &str, &str)], next: Option<&str>) -> Scripted {
+    let list: Vec<Value> = ids
+        .iter()
+        .map(|(id, name, source)| {
+            json!({"conversionDefinitionId": id, "name": name, "conversionType": "OFF_AMAZON_PURCHASES",
+                   "source": source, "sourceType": "x", "countingMethod": "ALL"})
+        })
+        .collect();
+    let mut body = json!({"conversionDefinitions": list});
+    if let Some(n) = next {
+        body["nextToken"] = n.into();
+    }
+    Scripted::status(200, body)
+}
+
+#[tokio::test]
+async fn definitions_are_listed_page_by_page_and_cached() {
+    let (dsp, api) = dsp(5);
+    api.push(page(&[("1", "Purchase", "SERVER_TO_SERVER")], Some("p2")))
+        .push(page(
+            &[("2", "Sign-up", "AMAZON_AD_TAG"), ("3", "App", "MMP")],
+            None,
+        ));
+    let s = session(&dsp, Duration::from_secs(10));
+    let listed = s.definitions().await.unwrap();
+    let definitions::Listed::Definitions(all) = listed else {
+        panic!("{listed:?}")
+    };
+    assert_eq!(all.list().len(), 3);
+    assert_eq!(all.by_id("2").map(|d| &*d.name), Some("Sign-up"));
+    let posts = api.posts();
+    assert_eq!(posts.len(), 2);
+    assert_eq!(posts[0].endpoint, Some(Endpoint::ListDefinitions));
+    assert_eq!(posts[0].body, json!({"maxResults": 100}));
+    assert_eq!(posts[1].body, json!({"maxResults": 100, "nextToken": "p2"}));
+    // A second invocation within the cache's lifetime asks nothing.
+    let again = session(&dsp, Duration::from_secs(10));
+    assert!(matches!(
+        again.definitions().await,
+        Ok(definitions::Listed::Definitions(_))
+    ));
+    assert_eq!(api.posts().len(), 2);
+}
+
+#[tokio::test]
+async fn a_refused_listing_falls_back_without_failing() {
+    let (dsp, api) = dsp(5);
+    api.push(Scripted::status(403, error_body("not allowed")));
+    let s = session(&dsp, Duration::from_secs(10));
+    assert!(matches!(
+        s.definitions().await,
+        Ok(definitions::Listed::Refused)
+    ));
+    assert!(s.fatal().is_none());
+    assert!(matches!(
+        s.definitions().await,
+        Ok(definitions::Listed::Refused)
+    ));
+    assert_eq!(api.posts().len(), 1, "the refusal is cached too");
+}
+
+#[tokio::test]
+async fn a_listing_that_keeps_failing_is_transient() {
+    let (dsp, api) = dsp(2);
+    api.set_default(Scripted::status(503, error_body("down")));
+    let s = session(&dsp, Duration::from_secs(10));
+    let e = s.definitions().await.unwrap_err();
+    assert!(matches!(e, Cause::GaveUp { .. }), "{e:?}");
+    assert!(s.fatal().is_none());
 }

@@ -3,6 +3,7 @@
 
 pub mod amount;
 mod codes;
+mod definitions;
 pub mod match_key;
 mod text;
 
@@ -17,6 +18,7 @@ use time::{Duration, OffsetDateTime};
 
 pub use amount::Amount;
 pub use codes::{country_code, CurrencyCode, Source};
+pub use definitions::{Definition, DefinitionSource, Definitions, NameLookup};
 pub use match_key::{MatchKey, MatchKeyType, MatchValue};
 pub use text::Text;
 
