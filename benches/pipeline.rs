@@ -130,12 +130,7 @@ fn run(c: &mut Criterion) {
         .build()
         .unwrap();
     let dsp = Arc::new(Dsp::new(&config.dsp, memory.clone()));
-    let pipeline = Pipeline {
-        config,
-        objects: memory.clone(),
-        queue: memory.clone(),
-        dsp,
-    };
+    let pipeline = Pipeline::new(config, memory.clone(), memory.clone(), dsp);
     let mut group = c.benchmark_group("run");
     group.throughput(Throughput::Elements(N as u64));
     for (name, key, _, _, bytes) in inputs() {

@@ -76,12 +76,7 @@ impl Handler {
     ) -> Self {
         let dsp = Arc::new(Dsp::new(&config.dsp, secrets));
         Self {
-            pipeline: Pipeline {
-                config: Arc::new(config),
-                objects,
-                queue,
-                dsp,
-            },
+            pipeline: Pipeline::new(Arc::new(config), objects, queue, dsp),
         }
     }
 

@@ -102,12 +102,7 @@ fn config(vars: &[(&str, &str)]) -> Config {
 async fn run(config: Config, objects: Arc<dyn ObjectStore>, work: Work) -> Report {
     let memory = Arc::new(Memory::default());
     let dsp = Arc::new(Dsp::new(&config.dsp, memory.clone()));
-    let pipeline = Pipeline {
-        config: Arc::new(config),
-        objects,
-        queue: memory,
-        dsp,
-    };
+    let pipeline = Pipeline::new(Arc::new(config), objects, memory, dsp);
     let invocation = Invocation {
         request_id: "bad-inputs".into(),
         started: OffsetDateTime::now_utc(),

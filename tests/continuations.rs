@@ -59,12 +59,7 @@ impl Chain {
             Box::new(Scripted::AllAccepted),
         ));
         let dsp = Arc::new(Dsp::with_api(&config.dsp, memory.clone(), api.clone()));
-        let pipeline = Pipeline {
-            config: Arc::new(config),
-            objects: memory.clone(),
-            queue: memory.clone(),
-            dsp,
-        };
+        let pipeline = Pipeline::new(Arc::new(config), memory.clone(), memory.clone(), dsp);
         Self {
             memory,
             api,

@@ -84,7 +84,7 @@ proptest! {
             _ => None,
         }).unwrap();
         let dsp = Arc::new(Dsp::new(&config.dsp, store.clone()));
-        let pipeline = Pipeline { config: Arc::new(config), objects: store.clone(), queue: store.clone(), dsp };
+        let pipeline = Pipeline::new(Arc::new(config), store.clone(), store.clone(), dsp);
         let payload = support::s3_event(&[("b", "in.ndjson")]);
         let bodies = support::Shared::default();
         let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();

@@ -76,12 +76,7 @@ async fn run(moto: &Moto, payload: Value) -> (Report, Vec<Value>) {
     .unwrap();
     let aws = Arc::new(Aws::from_config(&moto.sdk_config().await));
     let dsp = Arc::new(Dsp::new(&config.dsp, aws.clone()));
-    let pipeline = Pipeline {
-        config: Arc::new(config),
-        objects: aws.clone(),
-        queue: aws,
-        dsp,
-    };
+    let pipeline = Pipeline::new(Arc::new(config), aws.clone(), aws, dsp);
     let work = trigger::parse(payload).expect("payload");
     let invocation = Invocation {
         request_id: "test".into(),

@@ -68,12 +68,7 @@ async fn main() -> ExitCode {
     };
     let memory = Arc::new(Memory::default());
     let dsp = Arc::new(dsp_conversions::dsp::Dsp::new(&config.dsp, memory.clone()));
-    let pipeline = Pipeline {
-        config: Arc::new(config),
-        objects: Arc::new(LocalFiles),
-        queue: memory,
-        dsp,
-    };
+    let pipeline = Pipeline::new(Arc::new(config), Arc::new(LocalFiles), memory, dsp);
     let units = files
         .iter()
         .enumerate()

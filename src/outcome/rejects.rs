@@ -44,6 +44,16 @@ impl Rejects {
         })
     }
 
+    /// Rejections written to the file at `path` (kept, even when empty).
+    pub fn file(path: &std::path::Path) -> io::Result<Self> {
+        let file = File::create(path)?;
+        Ok(Self::Spool {
+            path: path.to_owned(),
+            writer: BufWriter::new(file),
+            lines: 0,
+        })
+    }
+
     /// Records one rejection.
     pub fn write(&mut self, origin: &Origin, rejection: &Rejection) -> io::Result<()> {
         match self {

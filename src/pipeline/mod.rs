@@ -7,6 +7,7 @@ mod reading;
 
 use std::collections::BTreeMap;
 use std::io::Write;
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Instant;
@@ -18,7 +19,7 @@ use crate::batch::Batch;
 use crate::config::Config;
 use crate::domain::Cause;
 use crate::dsp::{Dsp, Session};
-use crate::event::Rules;
+use crate::event::{Definitions, Rules};
 use crate::outcome::settle::{settle, Facts};
 use crate::outcome::{rejects, Ledger, ReasonSummary, Rejects, Tally};
 use crate::read::Limits;
@@ -37,6 +38,29 @@ pub struct Pipeline {
     pub queue: Arc<dyn MessageQueue>,
     /// Delivery.
     pub dsp: Arc<Dsp>,
+    /// Conversion definitions given up front (a saved list), instead of listing them.
+    pub definitions: Option<Arc<Definitions>>,
+    /// A local file that takes the rejects report instead of S3 (the checker's `--rejects`).
+    pub rejects_file: Option<PathBuf>,
+}
+
+impl Pipeline {
+    /// A pipeline over these parts.
+    pub fn new(
+        config: Arc<Config>,
+        objects: Arc<dyn ObjectStore>,
+        queue: Arc<dyn MessageQueue>,
+        dsp: Arc<Dsp>,
+    ) -> Self {
+        Self {
+            config,
+            objects,
+            queue,
+            dsp,
+            definitions: None,
+            rejects_file: None,
+        }
+    }
 }
 
 /// What identifies one invocation.
@@ -94,7 +118,12 @@ impl Pipeline {
     ) -> Report {
         let config = &self.config;
         let dry_run = config.dry_run;
-        let rejects = if dry_run {
+        let rejects = if let Some(path) = &self.rejects_file {
+            Rejects::file(path).unwrap_or_else(|e| {
+                tracing::error!(error = %e, path = %path.display(), "cannot write the rejects file; logging them instead");
+                Rejects::Log
+            })
+        } else if dry_run {
             Rejects::Discard
         } else if config.rejects_bucket.is_some() {
             Rejects::spool(&invocation.request_id).unwrap_or_else(|e| {
@@ -243,6 +272,15 @@ impl Pipeline {
         rejects: Rejects,
         invocation: &Invocation,
     ) -> Result<Option<String>, Cause> {
+        let rejects = match (&self.rejects_file, rejects) {
+            (Some(file), Rejects::Spool { mut writer, .. }) => {
+                writer
+                    .flush()
+                    .map_err(|e| Cause::Store(format!("cannot write the rejects file: {e}")))?;
+                return Ok(Some(file.display().to_string()));
+            }
+            (_, rejects) => rejects,
+        };
         let Some(path) = rejects
             .finish()
             .map_err(|e| Cause::Store(format!("cannot write the rejects report: {e}")))?
