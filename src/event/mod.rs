@@ -4,6 +4,7 @@
 pub mod amount;
 mod codes;
 pub mod match_key;
+pub mod phone;
 pub mod raw;
 pub(crate) mod scan;
 mod text;
@@ -67,7 +68,11 @@ impl ConversionEvent {
         for key in &mut copy.match_keys {
             if !key.kind.is_hashed() {
                 for v in &mut key.values {
-                    *v = MatchValue::Given(match_key::redact(Some(key.kind), &v.to_string()));
+                    *v = MatchValue::Given(match_key::redact(
+                        Some(key.kind),
+                        &v.to_string(),
+                        Some(self.country_code),
+                    ));
                 }
             }
         }
@@ -288,7 +293,7 @@ fn map(
         "userIdentifier",
     )?;
     let match_keys = if present(raw.user_identifier).is_some() {
-        user_identifier(raw)?
+        user_identifier(raw, country_code)?
     } else {
         if present(raw.user_identifier_type).is_some() {
             return Err(invalid(
@@ -297,7 +302,7 @@ fn map(
             ));
         }
         match keys_field {
-            Some(f) => match_keys(f)?,
+            Some(f) => match_keys(f, country_code)?,
             None => {
                 return Err(invalid(
                     Reason::MissingField,
@@ -459,7 +464,7 @@ fn has_no_offset(t: &str) -> bool {
         })
 }
 
-fn user_identifier(raw: &RawEvent<'_>) -> Result<SmallVec<[MatchKey; 1]>, Invalid> {
+fn user_identifier(raw: &RawEvent<'_>, country: &str) -> Result<SmallVec<[MatchKey; 1]>, Invalid> {
     let value = required(raw.user_identifier, "userIdentifier")?;
     let kind = match present(raw.user_identifier_type) {
         Some(f) => {
@@ -481,7 +486,7 @@ fn user_identifier(raw: &RawEvent<'_>) -> Result<SmallVec<[MatchKey; 1]>, Invali
             )
         })?,
     };
-    let prepared = match_key::prepare(kind, &value).map_err(|e| {
+    let prepared = match_key::prepare(kind, &value, Some(country)).map_err(|e| {
         invalid(
             Reason::InvalidMatchKey,
             format!("field `userIdentifier` ({kind:?}) {e}"),
@@ -506,7 +511,7 @@ fn parse_match_keys<'a>(f: &Field<'a>) -> Option<Vec<RawMatchKey<'a>>> {
     serde_json::from_str(f.text()).ok()
 }
 
-fn match_keys(f: Field<'_>) -> Result<SmallVec<[MatchKey; 1]>, Invalid> {
+fn match_keys(f: Field<'_>, country: &str) -> Result<SmallVec<[MatchKey; 1]>, Invalid> {
     let keys = parse_match_keys(&f).ok_or_else(|| {
         invalid(
             Reason::InvalidMatchKey,
@@ -543,7 +548,7 @@ fn match_keys(f: Field<'_>) -> Result<SmallVec<[MatchKey; 1]>, Invalid> {
                 .iter()
                 .enumerate()
                 .map(|(j, v)| {
-                    match_key::prepare(kind, v).map_err(|e| {
+                    match_key::prepare(kind, v, Some(country)).map_err(|e| {
                         invalid(
                             Reason::InvalidMatchKey,
                             format!("field `matchKeys[{i}].values[{j}]` ({kind:?}) {e}"),
@@ -558,6 +563,9 @@ fn match_keys(f: Field<'_>) -> Result<SmallVec<[MatchKey; 1]>, Invalid> {
 
 /// The record as far as it could be read, every identifier hashed, for the rejects report.
 pub fn redact(raw: &RawEvent<'_>) -> serde_json::Value {
+    let country = present(raw.country_code)
+        .and_then(|f| f.as_str().ok())
+        .and_then(|s| country_code(trim(&s)));
     let mut out = serde_json::Map::new();
     for (name, field) in raw.fields() {
         let value = match name {
@@ -566,7 +574,7 @@ pub fn redact(raw: &RawEvent<'_>) -> serde_json::Value {
                     .and_then(|f| f.as_str().ok())
                     .and_then(|s| MatchKeyType::parse(&s));
                 match field.as_str() {
-                    Ok(s) => match_key::redact(kind.or_else(|| MatchKeyType::detect(&s)), &s).into(),
+                    Ok(s) => match_key::redact(kind.or_else(|| MatchKeyType::detect(&s)), &s, country).into(),
                     Err(_) => serde_json::Value::Null,
                 }
             }
@@ -577,7 +585,7 @@ pub fn redact(raw: &RawEvent<'_>) -> serde_json::Value {
                         let kind = MatchKeyType::parse(&k.kind);
                         serde_json::json!({
                             "type": k.kind,
-                            "values": k.values.iter().map(|v| match_key::redact(kind, v)).collect::<Vec<_>>(),
+                            "values": k.values.iter().map(|v| match_key::redact(kind, v, country)).collect::<Vec<_>>(),
                         })
                     })
                     .collect(),

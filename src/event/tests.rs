@@ -299,3 +299,43 @@ fn multibyte_text_where_a_date_is_expected_is_an_error_not_a_panic() {
     }));
     assert_eq!(code, "INVALID_TIMESTAMP");
 }
+
+#[test]
+fn national_phone_numbers_take_the_calling_code_of_the_event_country() {
+    let mut e = simple();
+    e["userIdentifier"] = json!("020 7946 0018");
+    e["countryCode"] = json!("gb");
+    let v = check(e).unwrap();
+    assert_eq!(v.event.match_keys[0].kind, MatchKeyType::Phone);
+    assert_eq!(
+        v.event.match_keys[0].values[0],
+        // sha256("442079460018")
+        "99a4599795d24445a5be21117f375c1bbe9e795daf7f62666686ce081e1f32dc"
+    );
+
+    let v = check(json!({
+        "conversionDefinitionId": "d1", "name": "buy", "timestamp": "2026-11-28T11:00:00Z",
+        "countryCode": "DE",
+        "matchKeys": [{"type": "PHONE", "values": ["030 123456", "+1 (206) 555-0100"]}]
+    }))
+    .unwrap();
+    assert_eq!(
+        v.event.match_keys[0].values[0],
+        // sha256("4930123456")
+        "ac75546db905289f50bd750fd5648fec0719074ce391521b2372abeae9110668"
+    );
+    assert_eq!(
+        v.event.match_keys[0].values[1],
+        match_key::sha256_hex(b"12065550100")
+    );
+
+    let mut e = simple();
+    e["userIdentifier"] = json!("206 555 01000");
+    e["userIdentifierType"] = json!("PHONE");
+    let (code, message) = reject(e);
+    assert_eq!(code, "INVALID_MATCH_KEY");
+    assert_eq!(
+        message,
+        "field `userIdentifier` (Phone) is not a possible phone number for calling code +1 (too long)"
+    );
+}
