@@ -8,13 +8,13 @@ pub mod phone;
 pub mod raw;
 pub(crate) mod scan;
 mod text;
+pub mod timestamp;
 
 use std::borrow::Cow;
 use std::sync::Arc;
 
 use serde::Serialize;
 use smallvec::{smallvec, SmallVec};
-use time::format_description::well_known::Rfc3339;
 use time::{Duration, OffsetDateTime};
 
 pub use amount::Amount;
@@ -39,7 +39,7 @@ pub struct ConversionEvent {
     pub conversion_definition_id: Arc<str>,
     /// Name of the event (shared when it is a configured conversion type).
     pub name: Arc<str>,
-    /// ISO-8601 with offset.
+    /// UTC with seconds, `YYYY-MM-DDThh:mm:ssZ`.
     pub timestamp: Text,
     /// ISO 3166-1 alpha-2.
     pub country_code: &'static str,
@@ -431,37 +431,25 @@ fn map(
 
 fn timestamp(text: Cow<'_, str>, name: &str, rules: &Rules) -> Result<Text, Invalid> {
     let t = trim(&text);
-    let parsed = OffsetDateTime::parse(t, &Rfc3339).map_err(|_| {
-        let hint = if has_no_offset(t) {
-            "has no UTC offset"
-        } else {
-            "is not an ISO-8601 date-time"
-        };
+    let parsed = timestamp::parse(t).map_err(|e| {
         invalid(
             Reason::InvalidTimestamp,
-            format!("field `{name}`: {t:?} {hint}; expected e.g. 2026-11-28T09:30:00Z or 2026-11-28T10:30:00+01:00"),
+            format!("field `{name}`: {t:?} {e}; expected e.g. 2026-11-28T09:30:00Z or 2026-11-28T10:30:00+01:00"),
         )
     })?;
-    if parsed < rules.oldest {
+    if parsed.instant < rules.oldest {
         return Err(invalid(
             Reason::TimestampTooOld,
             format!("field `{name}`: {t} is more than 7 days old"),
         ));
     }
-    if parsed > rules.latest {
+    if parsed.instant > rules.latest {
         return Err(invalid(
             Reason::TimestampInFuture,
             format!("field `{name}`: {t} is more than 5 minutes in the future"),
         ));
     }
-    Ok(Text::from(t))
-}
-
-fn has_no_offset(t: &str) -> bool {
-    t.len() >= 19
-        && t.get(10..).is_some_and(|rest| {
-            !rest.contains(['Z', 'z', '+']) && !rest.chars().skip(1).any(|c| c == '-')
-        })
+    Ok(parsed.canonical)
 }
 
 fn user_identifier(raw: &RawEvent<'_>, country: &str) -> Result<SmallVec<[MatchKey; 1]>, Invalid> {

@@ -64,7 +64,7 @@ fn simple_shape_maps_to_the_dsp_event() {
         json!({
             "conversionDefinitionId": "def-purchase",
             "name": "purchase",
-            "timestamp": "2026-11-28T09:30:00+01:00",
+            "timestamp": "2026-11-28T08:30:00Z",
             "countryCode": "US",
             "matchKeys": [{"type": "EMAIL", "values": [EMAIL_HASH]}],
             "clientDedupeId": origin().dedupe_id(),
@@ -132,6 +132,11 @@ fn each_rule_has_its_reason() {
             with("eventTime", json!("yesterday")),
             "INVALID_TIMESTAMP",
             "eventTime",
+        ),
+        (
+            with("eventTime", json!("2026-11-31T10:00:00Z")),
+            "INVALID_TIMESTAMP",
+            "\"2026-11-31T10:00:00Z\" is not a calendar date",
         ),
         (
             with("eventTime", json!("2026-11-20T09:30:00Z")),
