@@ -3,6 +3,7 @@
 
 pub mod amount;
 mod codes;
+pub mod dedupe;
 pub mod match_key;
 pub mod phone;
 pub mod raw;
@@ -407,7 +408,10 @@ fn map(
     };
 
     let client_dedupe_id = match present(raw.client_dedupe_id) {
-        Some(f) => Text::from(trim(&required(Some(f), "clientDedupeId")?)),
+        Some(f) => {
+            let given = required(Some(f), "clientDedupeId")?;
+            Text::from(dedupe::for_record(trim(&given), raw, Some(country_code)).as_ref())
+        }
         None => origin.dedupe_id().into(),
     };
 
@@ -578,6 +582,13 @@ pub fn redact(raw: &RawEvent<'_>) -> serde_json::Value {
                     })
                     .collect(),
                 None => serde_json::Value::Null,
+            },
+            "clientDedupeId" => match field.as_str() {
+                Ok(s) => match dedupe::for_record(trim(&s), raw, country) {
+                    Cow::Owned(hashed) => hashed.into(),
+                    Cow::Borrowed(_) => field.to_json(),
+                },
+                Err(_) => field.to_json(),
             },
             _ => field.to_json(),
         };

@@ -344,3 +344,35 @@ fn national_phone_numbers_take_the_calling_code_of_the_event_country() {
         "field `userIdentifier` (Phone) is not a possible phone number for calling code +1 (too long)"
     );
 }
+
+#[test]
+fn dedupe_ids_with_identifiers_are_sent_and_reported_hashed() {
+    let mut e = simple();
+    e["clientDedupeId"] = json!("order-7");
+    assert_eq!(check(e).unwrap().event.client_dedupe_id, "order-7");
+
+    for given in ["order-7-john.doe@example.com", "order-7-JOHN.DOE@EXAMPLE"] {
+        let mut e = simple();
+        e["clientDedupeId"] = json!(given);
+        let hashed = match_key::sha256_hex(given.as_bytes());
+        assert_eq!(
+            check(e.clone()).unwrap().event.client_dedupe_id,
+            hashed.as_str()
+        );
+        // in the rejects report too
+        e["currencyCode"] = json!("XYZ");
+        let report = check(e).unwrap_err().event.unwrap();
+        assert_eq!(report["clientDedupeId"], json!(hashed));
+    }
+
+    let v = check(json!({
+        "conversionDefinitionId": "d1", "name": "buy", "timestamp": "2026-11-28T11:00:00Z",
+        "countryCode": "US", "clientDedupeId": " 12065550100-1 ",
+        "matchKeys": [{"type": "PHONE", "values": ["(206) 555-0100"]}]
+    }))
+    .unwrap();
+    assert_eq!(
+        v.event.client_dedupe_id,
+        match_key::sha256_hex(b"12065550100-1").as_str()
+    );
+}
