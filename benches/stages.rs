@@ -154,6 +154,7 @@ fn sha256(c: &mut Criterion) {
             prepare(
                 MatchKeyType::Email,
                 black_box(" Customer.00012345@Example.com "),
+                None,
             )
         })
     });

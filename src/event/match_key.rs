@@ -8,6 +8,7 @@ use serde::Serialize;
 use sha2::{Digest, Sha256};
 use smallvec::SmallVec;
 
+use super::phone::{self, PhoneError};
 use crate::read::record::trim;
 
 /// The kind of a match key.
@@ -188,14 +189,19 @@ pub enum ValueError {
     /// An email without `@`.
     #[error("is not an email address (no @)")]
     NotEmail,
-    /// A phone number with too few or too many digits.
-    #[error("is not a phone number (needs 7 to 15 digits)")]
-    NotPhone,
+    /// Not even a possible phone number.
+    #[error(transparent)]
+    Phone(#[from] PhoneError),
 }
 
 /// The value the DSP receives for `raw`: normalized then hashed, passed through when it already
-/// is a SHA-256 hex digest, or (MAID, RAMP_ID) trimmed and sent as given.
-pub fn prepare(kind: MatchKeyType, raw: &str) -> Result<MatchValue, ValueError> {
+/// is a SHA-256 hex digest (in any case), or (MAID, RAMP_ID) trimmed and sent as given.
+/// `country` is the event's ISO 3166-1 alpha-2 code: national phone numbers take its calling code.
+pub fn prepare(
+    kind: MatchKeyType,
+    raw: &str,
+    country: Option<&str>,
+) -> Result<MatchValue, ValueError> {
     let trimmed = trim(raw);
     if !kind.is_hashed() {
         return if trimmed.is_empty() {
@@ -204,20 +210,17 @@ pub fn prepare(kind: MatchKeyType, raw: &str) -> Result<MatchValue, ValueError> 
             Ok(MatchValue::Given(trimmed.to_owned()))
         };
     }
-    if let Some(digest) = Some(trimmed)
-        .filter(|t| is_sha256_hex(t))
-        .and_then(parse_hex)
-    {
+    if let Some(digest) = parse_hex(trimmed) {
         return Ok(MatchValue::Sha256(digest));
     }
     NORMALIZED.with(|buf| {
         let mut buf = buf.borrow_mut();
-        normalize_into(kind, trimmed, &mut buf)?;
+        normalize_into(kind, trimmed, country, &mut buf)?;
         Ok(MatchValue::Sha256(Sha256::digest(buf.as_bytes()).into()))
     })
 }
 
-/// The 32 bytes of a 64-character hex digest.
+/// The 32 bytes of a 64-character hex digest, in any case.
 fn parse_hex(s: &str) -> Option<[u8; 32]> {
     let mut out = [0; 32];
     hex::decode_to_slice(s, &mut out).ok()?;
@@ -229,24 +232,30 @@ thread_local! {
     static NORMALIZED: RefCell<String> = const { RefCell::new(String::new()) };
 }
 
-/// The SHA-256 of a value for the rejects report: normalized when that works, so that it can be
-/// matched with what would have been sent; never the raw value.
-pub fn redact(kind: Option<MatchKeyType>, raw: &str) -> String {
+/// The SHA-256 of a value for the rejects report: normalized when that works (phone numbers in
+/// `country`), so that it can be matched with what would have been sent; never the raw value.
+pub fn redact(kind: Option<MatchKeyType>, raw: &str, country: Option<&str>) -> String {
     let trimmed = trim(raw);
-    if is_sha256_hex(trimmed) {
-        return trimmed.to_owned();
+    if let Some(digest) = parse_hex(trimmed) {
+        return hex::encode(digest);
     }
     let mut buf = String::with_capacity(trimmed.len());
     match kind {
-        Some(k) if k.is_hashed() && normalize_into(k, trimmed, &mut buf).is_ok() => {
+        Some(k) if k.is_hashed() && normalize_into(k, trimmed, country, &mut buf).is_ok() => {
             sha256_hex(buf.as_bytes())
         }
         _ => sha256_hex(trimmed.as_bytes()),
     }
 }
 
-/// Normalizes `value` (already trimmed) for hashing into `out` (DESIGN.md §1).
-pub fn normalize_into(kind: MatchKeyType, value: &str, out: &mut String) -> Result<(), ValueError> {
+/// Normalizes `value` (already trimmed) for hashing into `out` (DESIGN.md §1); `country` is the
+/// event's, for phone numbers.
+pub fn normalize_into(
+    kind: MatchKeyType,
+    value: &str,
+    country: Option<&str>,
+    out: &mut String,
+) -> Result<(), ValueError> {
     out.clear();
     match kind {
         MatchKeyType::Email => {
@@ -261,13 +270,7 @@ pub fn normalize_into(kind: MatchKeyType, value: &str, out: &mut String) -> Resu
                 out.extend(value.chars().flat_map(char::to_lowercase));
             }
         }
-        MatchKeyType::Phone => {
-            // Bytes, not chars: the bytes of a multi-byte character are never ASCII.
-            out.extend(value.bytes().filter(u8::is_ascii_digit).map(char::from));
-            if !(7..=15).contains(&out.len()) {
-                return Err(ValueError::NotPhone);
-            }
-        }
+        MatchKeyType::Phone => phone::normalize_into(value, country, out)?,
         MatchKeyType::FirstName
         | MatchKeyType::LastName
         | MatchKeyType::City
@@ -278,7 +281,12 @@ pub fn normalize_into(kind: MatchKeyType, value: &str, out: &mut String) -> Resu
                 .filter(u8::is_ascii_alphanumeric)
                 .map(|b| char::from(b.to_ascii_lowercase())),
         ),
-        MatchKeyType::Postal => out.extend(value.chars().filter(|c| !c.is_whitespace())),
+        MatchKeyType::Postal => out.extend(
+            value
+                .chars()
+                .filter(|&c| !c.is_whitespace() && c != '-')
+                .flat_map(char::to_lowercase),
+        ),
         MatchKeyType::Maid | MatchKeyType::RampId => out.push_str(trim(value)),
     }
     if out.is_empty() {
@@ -324,30 +332,93 @@ mod tests {
 
     const JOHN: &str = "836f82db99121b3481011f16b49dfa5fbc714a0d1b1b9f784a1ebbbf5b39577f";
 
+    /// (type, value, event country, SHA-256 hex of the normalized value); each hash is
+    /// `printf %s NORMALIZED | sha256sum`, the normalized value in the comment.
+    const KNOWN_ANSWERS: [(MatchKeyType, &str, Option<&str>, &str); 12] = [
+        // john.doe@example.com
+        (MatchKeyType::Email, " John.Doe@Example.com ", None, JOHN),
+        // 12065550100
+        (
+            MatchKeyType::Phone,
+            "+1 (206) 555-0100",
+            None,
+            "0000fd214ade3cd6a790d9a949f519b17b7c993625dd4782e14166523c66d415",
+        ),
+        (
+            MatchKeyType::Phone,
+            "(206) 555-0100",
+            Some("US"),
+            "0000fd214ade3cd6a790d9a949f519b17b7c993625dd4782e14166523c66d415",
+        ),
+        // 442079460018
+        (
+            MatchKeyType::Phone,
+            "020 7946 0018",
+            Some("GB"),
+            "99a4599795d24445a5be21117f375c1bbe9e795daf7f62666686ce081e1f32dc",
+        ),
+        // 4930123456
+        (
+            MatchKeyType::Phone,
+            "030 123456",
+            Some("DE"),
+            "ac75546db905289f50bd750fd5648fec0719074ce391521b2372abeae9110668",
+        ),
+        // zoann
+        (
+            MatchKeyType::FirstName,
+            " Zoë-Ann ",
+            None,
+            "24502ab96a25b41fcd350ab08616285d6cc7ba89a9eff950d0ec5cc675acfe60",
+        ),
+        // 410terryaven
+        (
+            MatchKeyType::Address,
+            "410 Terry Ave. N",
+            None,
+            "5302ef3b06be3c416f04caf276869ac7294426e611fffbe60832914dd8463338",
+        ),
+        // sw1a1aa
+        (
+            MatchKeyType::Postal,
+            "SW1A 1AA",
+            Some("GB"),
+            "830e1d4b9838bab1f5c2acdb23e0b502ff13a9832c4632e8d67a1d43d3b7f614",
+        ),
+        // 981011234
+        (
+            MatchKeyType::Postal,
+            "98101-1234",
+            Some("US"),
+            "89f3a522f18a9a8091a091e01ba4c69c7957627b641e1bbbb082367e936f494e",
+        ),
+        // 981091234
+        (
+            MatchKeyType::Postal,
+            " 98109 1234",
+            None,
+            "8f0fdb63ed2fc6737484f8221b374837bd14ee18d95d86b012891b15824f13a9",
+        ),
+        // already hashed, in upper case: passed through, lowercased
+        (
+            MatchKeyType::Email,
+            "836F82DB99121B3481011F16B49DFA5FBC714A0D1B1B9F784A1EBBBF5B39577F",
+            None,
+            JOHN,
+        ),
+        (MatchKeyType::LastName, JOHN, Some("US"), JOHN),
+    ];
+
     #[test]
     fn known_answers() {
-        // sha256("john.doe@example.com")
-        assert_eq!(
-            prepare(MatchKeyType::Email, " John.Doe@Example.com ").unwrap(),
-            JOHN
-        );
+        for (kind, value, country, hash) in KNOWN_ANSWERS {
+            assert_eq!(
+                prepare(kind, value, country).unwrap(),
+                hash,
+                "{kind:?} {value:?} in {country:?}"
+            );
+        }
         assert_eq!(sha256_hex(b"john.doe@example.com"), JOHN);
-        assert_eq!(
-            prepare(MatchKeyType::Phone, "+1 (206) 555-0100").unwrap(),
-            sha256_hex(b"12065550100")
-        );
-        assert_eq!(
-            prepare(MatchKeyType::FirstName, " Zoë-Ann ").unwrap(),
-            sha256_hex(b"zoann")
-        );
-        assert_eq!(
-            prepare(MatchKeyType::Address, "410 Terry Ave. N").unwrap(),
-            sha256_hex(b"410terryaven")
-        );
-        assert_eq!(
-            prepare(MatchKeyType::Postal, " 98109 1234").unwrap(),
-            sha256_hex(b"981091234")
-        );
         assert_eq!(
             sha256_hex(b""),
             "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
@@ -356,27 +427,44 @@ mod tests {
 
     #[test]
     fn hashed_values_pass_and_raw_ids_are_sent_as_given() {
-        assert_eq!(prepare(MatchKeyType::Email, JOHN).unwrap(), JOHN);
+        assert_eq!(prepare(MatchKeyType::Email, JOHN, None).unwrap(), JOHN);
         let maid = "6D92078A-8246-4BA4-AE5B-76104861E7DC";
-        assert_eq!(prepare(MatchKeyType::Maid, maid).unwrap(), maid);
-        assert_eq!(prepare(MatchKeyType::RampId, " XY1234 ").unwrap(), "XY1234");
+        assert_eq!(prepare(MatchKeyType::Maid, maid, None).unwrap(), maid);
+        assert_eq!(
+            prepare(MatchKeyType::RampId, " XY1234 ", None).unwrap(),
+            "XY1234"
+        );
     }
 
     #[test]
     fn bad_values_say_why() {
         assert_eq!(
-            prepare(MatchKeyType::Email, "nobody"),
+            prepare(MatchKeyType::Email, "nobody", None),
             Err(ValueError::NotEmail)
         );
         assert_eq!(
-            prepare(MatchKeyType::Phone, "12"),
-            Err(ValueError::NotPhone)
+            prepare(MatchKeyType::Phone, "12", None),
+            Err(ValueError::Phone(PhoneError::Digits))
         );
         assert_eq!(
-            prepare(MatchKeyType::City, "  --  "),
+            prepare(MatchKeyType::City, "  --  ", None),
             Err(ValueError::Empty)
         );
-        assert_eq!(prepare(MatchKeyType::Maid, " "), Err(ValueError::Empty));
+        assert_eq!(
+            prepare(MatchKeyType::Maid, " ", None),
+            Err(ValueError::Empty)
+        );
+        let impossible = prepare(MatchKeyType::Phone, "555-0100 1", Some("US")).unwrap_err();
+        assert_eq!(
+            impossible.to_string(),
+            "is not a possible phone number for calling code +1 (too short)"
+        );
+        assert_eq!(
+            prepare(MatchKeyType::Phone, "206-555-CALL", Some("US"))
+                .unwrap_err()
+                .to_string(),
+            "is not a phone number (only digits, spaces, - . ( ) / and a leading + are allowed)"
+        );
     }
 
     #[test]
@@ -397,15 +485,20 @@ mod tests {
     #[test]
     fn redaction_never_returns_the_raw_value() {
         assert_eq!(
-            redact(Some(MatchKeyType::Email), " John.Doe@Example.com "),
+            redact(Some(MatchKeyType::Email), " John.Doe@Example.com ", None),
             JOHN
         );
         let maid = "6d92078a-8246-4ba4-ae5b-76104861e7dc";
         assert_eq!(
-            redact(Some(MatchKeyType::Maid), maid),
+            redact(Some(MatchKeyType::Maid), maid, None),
             sha256_hex(maid.as_bytes())
         );
-        assert_eq!(redact(None, "x"), sha256_hex(b"x"));
+        assert_eq!(redact(None, "x", None), sha256_hex(b"x"));
+        // a phone number as it would have been sent
+        assert_eq!(
+            redact(Some(MatchKeyType::Phone), "020 7946 0018", Some("GB")),
+            sha256_hex(b"442079460018")
+        );
     }
 
     fn any_type() -> impl Strategy<Value = MatchKeyType> {
@@ -425,20 +518,20 @@ mod tests {
         #[test]
         fn normalization_is_idempotent(kind in any_type(), value in "\\PC{0,40}") {
             let mut once = String::new();
-            if normalize_into(kind, value.trim(), &mut once).is_ok() {
+            if normalize_into(kind, value.trim(), None, &mut once).is_ok() {
                 let mut twice = String::new();
-                prop_assert!(normalize_into(kind, once.trim(), &mut twice).is_ok());
+                prop_assert!(normalize_into(kind, once.trim(), None, &mut twice).is_ok());
                 prop_assert_eq!(&once, &twice);
             }
         }
 
         #[test]
         fn preparing_is_idempotent(kind in any_type(), value in "\\PC{0,40}") {
-            if let Ok(sent) = prepare(kind, &value) {
+            if let Ok(sent) = prepare(kind, &value, None) {
                 let text = sent.to_string();
                 prop_assert!(is_sha256_hex(&text));
                 prop_assert_eq!(&sent, &text);
-                prop_assert_eq!(prepare(kind, &text).unwrap(), sent);
+                prop_assert_eq!(prepare(kind, &text, None).unwrap(), sent);
             }
         }
     }

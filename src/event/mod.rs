@@ -3,9 +3,12 @@
 
 pub mod amount;
 mod codes;
+pub mod dedupe;
 mod definitions;
 pub mod match_key;
+pub mod phone;
 mod text;
+pub mod timestamp;
 
 use std::borrow::Cow;
 use std::collections::HashMap;
@@ -13,7 +16,6 @@ use std::sync::Arc;
 
 use serde::Serialize;
 use smallvec::{smallvec, SmallVec};
-use time::format_description::well_known::Rfc3339;
 use time::{Duration, OffsetDateTime};
 
 pub use amount::Amount;
@@ -38,7 +40,7 @@ pub struct ConversionEvent {
     pub conversion_definition_id: Arc<str>,
     /// Name of the event (shared when it is a configured conversion type).
     pub name: Arc<str>,
-    /// ISO-8601 with offset.
+    /// UTC with seconds, `YYYY-MM-DDThh:mm:ssZ`.
     pub timestamp: Text,
     /// ISO 3166-1 alpha-2.
     pub country_code: &'static str,
@@ -67,7 +69,11 @@ impl ConversionEvent {
         for key in &mut copy.match_keys {
             if !key.kind.is_hashed() {
                 for v in &mut key.values {
-                    *v = MatchValue::Given(match_key::redact(Some(key.kind), &v.to_string()));
+                    *v = MatchValue::Given(match_key::redact(
+                        Some(key.kind),
+                        &v.to_string(),
+                        Some(self.country_code),
+                    ));
                 }
             }
         }
@@ -303,7 +309,7 @@ fn map(
         "userIdentifier",
     )?;
     let match_keys = if present(raw.user_identifier).is_some() {
-        user_identifier(raw)?
+        user_identifier(raw, country_code)?
     } else {
         if present(raw.user_identifier_type).is_some() {
             return Err(invalid(
@@ -312,7 +318,7 @@ fn map(
             ));
         }
         match keys_field {
-            Some(f) => match_keys(f)?,
+            Some(f) => match_keys(f, country_code)?,
             None => {
                 return Err(invalid(
                     Reason::MissingField,
@@ -417,7 +423,10 @@ fn map(
     };
 
     let client_dedupe_id = match present(raw.client_dedupe_id) {
-        Some(f) => Text::from(trim(&required(Some(f), "clientDedupeId")?)),
+        Some(f) => {
+            let given = required(Some(f), "clientDedupeId")?;
+            Text::from(dedupe::for_record(trim(&given), raw, Some(country_code)).as_ref())
+        }
         None => origin.dedupe_id().into(),
     };
 
@@ -441,40 +450,28 @@ fn map(
 
 fn timestamp(text: Cow<'_, str>, name: &str, rules: &Rules) -> Result<Text, Invalid> {
     let t = trim(&text);
-    let parsed = OffsetDateTime::parse(t, &Rfc3339).map_err(|_| {
-        let hint = if has_no_offset(t) {
-            "has no UTC offset"
-        } else {
-            "is not an ISO-8601 date-time"
-        };
+    let parsed = timestamp::parse(t).map_err(|e| {
         invalid(
             Reason::InvalidTimestamp,
-            format!("field `{name}`: {t:?} {hint}; expected e.g. 2026-11-28T09:30:00Z or 2026-11-28T10:30:00+01:00"),
+            format!("field `{name}`: {t:?} {e}; expected e.g. 2026-11-28T09:30:00Z or 2026-11-28T10:30:00+01:00"),
         )
     })?;
-    if parsed < rules.oldest {
+    if parsed.instant < rules.oldest {
         return Err(invalid(
             Reason::TimestampTooOld,
             format!("field `{name}`: {t} is more than 7 days old"),
         ));
     }
-    if parsed > rules.latest {
+    if parsed.instant > rules.latest {
         return Err(invalid(
             Reason::TimestampInFuture,
             format!("field `{name}`: {t} is more than 5 minutes in the future"),
         ));
     }
-    Ok(Text::from(t))
+    Ok(parsed.canonical)
 }
 
-fn has_no_offset(t: &str) -> bool {
-    t.len() >= 19
-        && t.get(10..).is_some_and(|rest| {
-            !rest.contains(['Z', 'z', '+']) && !rest.chars().skip(1).any(|c| c == '-')
-        })
-}
-
-fn user_identifier(raw: &RawEvent<'_>) -> Result<SmallVec<[MatchKey; 1]>, Invalid> {
+fn user_identifier(raw: &RawEvent<'_>, country: &str) -> Result<SmallVec<[MatchKey; 1]>, Invalid> {
     let value = required(raw.user_identifier, "userIdentifier")?;
     let kind = match present(raw.user_identifier_type) {
         Some(f) => {
@@ -496,7 +493,7 @@ fn user_identifier(raw: &RawEvent<'_>) -> Result<SmallVec<[MatchKey; 1]>, Invali
             )
         })?,
     };
-    let prepared = match_key::prepare(kind, &value).map_err(|e| {
+    let prepared = match_key::prepare(kind, &value, Some(country)).map_err(|e| {
         invalid(
             Reason::InvalidMatchKey,
             format!("field `userIdentifier` ({kind:?}) {e}"),
@@ -521,7 +518,7 @@ fn parse_match_keys<'a>(f: &Field<'a>) -> Option<Vec<RawMatchKey<'a>>> {
     serde_json::from_str(f.text()).ok()
 }
 
-fn match_keys(f: Field<'_>) -> Result<SmallVec<[MatchKey; 1]>, Invalid> {
+fn match_keys(f: Field<'_>, country: &str) -> Result<SmallVec<[MatchKey; 1]>, Invalid> {
     let keys = parse_match_keys(&f).ok_or_else(|| {
         invalid(
             Reason::InvalidMatchKey,
@@ -558,7 +555,7 @@ fn match_keys(f: Field<'_>) -> Result<SmallVec<[MatchKey; 1]>, Invalid> {
                 .iter()
                 .enumerate()
                 .map(|(j, v)| {
-                    match_key::prepare(kind, v).map_err(|e| {
+                    match_key::prepare(kind, v, Some(country)).map_err(|e| {
                         invalid(
                             Reason::InvalidMatchKey,
                             format!("field `matchKeys[{i}].values[{j}]` ({kind:?}) {e}"),
@@ -573,6 +570,9 @@ fn match_keys(f: Field<'_>) -> Result<SmallVec<[MatchKey; 1]>, Invalid> {
 
 /// The record as far as it could be read, every identifier hashed, for the rejects report.
 pub fn redact(raw: &RawEvent<'_>) -> serde_json::Value {
+    let country = present(raw.country_code)
+        .and_then(|f| f.as_str().ok())
+        .and_then(|s| country_code(trim(&s)));
     let mut out = serde_json::Map::new();
     for (name, field) in raw.fields() {
         let value = match name {
@@ -581,7 +581,7 @@ pub fn redact(raw: &RawEvent<'_>) -> serde_json::Value {
                     .and_then(|f| f.as_str().ok())
                     .and_then(|s| MatchKeyType::parse(&s));
                 match field.as_str() {
-                    Ok(s) => match_key::redact(kind.or_else(|| MatchKeyType::detect(&s)), &s).into(),
+                    Ok(s) => match_key::redact(kind.or_else(|| MatchKeyType::detect(&s)), &s, country).into(),
                     Err(_) => serde_json::Value::Null,
                 }
             }
@@ -592,11 +592,18 @@ pub fn redact(raw: &RawEvent<'_>) -> serde_json::Value {
                         let kind = MatchKeyType::parse(&k.kind);
                         serde_json::json!({
                             "type": k.kind,
-                            "values": k.values.iter().map(|v| match_key::redact(kind, v)).collect::<Vec<_>>(),
+                            "values": k.values.iter().map(|v| match_key::redact(kind, v, country)).collect::<Vec<_>>(),
                         })
                     })
                     .collect(),
                 None => serde_json::Value::Null,
+            },
+            "clientDedupeId" => match field.as_str() {
+                Ok(s) => match dedupe::for_record(trim(&s), raw, country) {
+                    Cow::Owned(hashed) => hashed.into(),
+                    Cow::Borrowed(_) => field.to_json(),
+                },
+                Err(_) => field.to_json(),
             },
             _ => field.to_json(),
         };

@@ -64,7 +64,7 @@ fn simple_shape_maps_to_the_dsp_event() {
         json!({
             "conversionDefinitionId": "def-purchase",
             "name": "purchase",
-            "timestamp": "2026-11-28T09:30:00+01:00",
+            "timestamp": "2026-11-28T08:30:00Z",
             "countryCode": "US",
             "matchKeys": [{"type": "EMAIL", "values": [EMAIL_HASH]}],
             "clientDedupeId": origin().dedupe_id(),
@@ -132,6 +132,11 @@ fn each_rule_has_its_reason() {
             with("eventTime", json!("yesterday")),
             "INVALID_TIMESTAMP",
             "eventTime",
+        ),
+        (
+            with("eventTime", json!("2026-11-31T10:00:00Z")),
+            "INVALID_TIMESTAMP",
+            "\"2026-11-31T10:00:00Z\" is not a calendar date",
         ),
         (
             with("eventTime", json!("2026-11-20T09:30:00Z")),
@@ -298,4 +303,76 @@ fn multibyte_text_where_a_date_is_expected_is_an_error_not_a_panic() {
         "userIdentifier": "a@b.c", "countryCode": "US"
     }));
     assert_eq!(code, "INVALID_TIMESTAMP");
+}
+
+#[test]
+fn national_phone_numbers_take_the_calling_code_of_the_event_country() {
+    let mut e = simple();
+    e["userIdentifier"] = json!("020 7946 0018");
+    e["countryCode"] = json!("gb");
+    let v = check(e).unwrap();
+    assert_eq!(v.event.match_keys[0].kind, MatchKeyType::Phone);
+    assert_eq!(
+        v.event.match_keys[0].values[0],
+        // sha256("442079460018")
+        "99a4599795d24445a5be21117f375c1bbe9e795daf7f62666686ce081e1f32dc"
+    );
+
+    let v = check(json!({
+        "conversionDefinitionId": "d1", "name": "buy", "timestamp": "2026-11-28T11:00:00Z",
+        "countryCode": "DE",
+        "matchKeys": [{"type": "PHONE", "values": ["030 123456", "+1 (206) 555-0100"]}]
+    }))
+    .unwrap();
+    assert_eq!(
+        v.event.match_keys[0].values[0],
+        // sha256("4930123456")
+        "ac75546db905289f50bd750fd5648fec0719074ce391521b2372abeae9110668"
+    );
+    assert_eq!(
+        v.event.match_keys[0].values[1],
+        match_key::sha256_hex(b"12065550100")
+    );
+
+    let mut e = simple();
+    e["userIdentifier"] = json!("206 555 01000");
+    e["userIdentifierType"] = json!("PHONE");
+    let (code, message) = reject(e);
+    assert_eq!(code, "INVALID_MATCH_KEY");
+    assert_eq!(
+        message,
+        "field `userIdentifier` (Phone) is not a possible phone number for calling code +1 (too long)"
+    );
+}
+
+#[test]
+fn dedupe_ids_with_identifiers_are_sent_and_reported_hashed() {
+    let mut e = simple();
+    e["clientDedupeId"] = json!("order-7");
+    assert_eq!(check(e).unwrap().event.client_dedupe_id, "order-7");
+
+    for given in ["order-7-john.doe@example.com", "order-7-JOHN.DOE@EXAMPLE"] {
+        let mut e = simple();
+        e["clientDedupeId"] = json!(given);
+        let hashed = match_key::sha256_hex(given.as_bytes());
+        assert_eq!(
+            check(e.clone()).unwrap().event.client_dedupe_id,
+            hashed.as_str()
+        );
+        // in the rejects report too
+        e["currencyCode"] = json!("XYZ");
+        let report = check(e).unwrap_err().event.unwrap();
+        assert_eq!(report["clientDedupeId"], json!(hashed));
+    }
+
+    let v = check(json!({
+        "conversionDefinitionId": "d1", "name": "buy", "timestamp": "2026-11-28T11:00:00Z",
+        "countryCode": "US", "clientDedupeId": " 12065550100-1 ",
+        "matchKeys": [{"type": "PHONE", "values": ["(206) 555-0100"]}]
+    }))
+    .unwrap();
+    assert_eq!(
+        v.event.client_dedupe_id,
+        match_key::sha256_hex(b"12065550100-1").as_str()
+    );
 }
