@@ -93,6 +93,9 @@ fn write_event(out: &mut Vec<u8>, e: &ConversionEvent) {
     write_text(out, &e.client_dedupe_id);
     if let Some(value) = e.value {
         out.extend_from_slice(b",\"value\":");
+        if value.is_negative() {
+            out.push(b'-');
+        }
         write_amount(out, value.cents());
     }
     if let Some(currency) = e.currency_code {

@@ -48,6 +48,13 @@ pub enum Reason {
     AmbiguousIdentifier,
     /// No `conversionDefinitionId` and no mapping for the conversion type.
     NoConversionDefinition,
+    /// The conversion definition named (by id, name or configuration) is not one of the
+    /// advertiser's, or a name names several.
+    UnknownConversionDefinition,
+    /// The event names a source other than its conversion definition's.
+    SourceMismatch,
+    /// The event's conversion definition has a source whose events cannot be imported (`MMP`).
+    UnsupportedSource,
     /// A source other than `AMAZON_AD_TAG` / `SERVER_TO_SERVER`.
     InvalidSource,
     /// The DSP rejected the event; its code.
@@ -89,6 +96,9 @@ impl Reason {
             Reason::InvalidMatchKey => "INVALID_MATCH_KEY",
             Reason::AmbiguousIdentifier => "AMBIGUOUS_IDENTIFIER",
             Reason::NoConversionDefinition => "NO_CONVERSION_DEFINITION",
+            Reason::UnknownConversionDefinition => "UNKNOWN_CONVERSION_DEFINITION",
+            Reason::SourceMismatch => "SOURCE_MISMATCH",
+            Reason::UnsupportedSource => "UNSUPPORTED_SOURCE",
             Reason::InvalidSource => "INVALID_SOURCE",
             Reason::Dsp(_) => "DSP_REJECTED",
             Reason::DspBadRequest => "DSP_BAD_REQUEST",

@@ -3,9 +3,9 @@
 
 use serde::{Serialize, Serializer};
 
-/// A non-negative amount in hundredths, at most [`Amount::MAX_CENTS`].
+/// An amount in hundredths, at most [`Amount::MAX_CENTS`] either side of zero.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
-pub struct Amount(u64);
+pub struct Amount(u64, bool);
 
 /// Why a value is not an amount.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -14,8 +14,6 @@ pub enum AmountError {
     #[error("is not a decimal number")]
     NotANumber,
     /// Below zero.
-    #[error("must not be negative")]
-    Negative,
     /// Too large to be a real conversion value.
     #[error("is larger than 10000000000000")]
     TooLarge,
@@ -63,10 +61,7 @@ impl Amount {
         };
         let count = significant().count();
         if count == 0 {
-            return Ok(Self(0));
-        }
-        if negative {
-            return Err(AmountError::Negative);
+            return Ok(Self(0, false));
         }
         let shift = exponent.saturating_add(2).saturating_sub(frac.len() as i64);
         let keep = if shift >= 0 {
@@ -74,7 +69,7 @@ impl Amount {
         } else {
             let drop = usize::try_from(-shift).unwrap_or(usize::MAX);
             if drop > count {
-                return Ok(Self(0));
+                return Ok(Self(0, false));
             }
             count - drop
         };
@@ -99,7 +94,7 @@ impl Amount {
         if cents > Self::MAX_CENTS {
             return Err(AmountError::TooLarge);
         }
-        Ok(Self(cents))
+        Ok(Self(cents, negative && cents > 0))
     }
 
     /// The fast path of [`Amount::parse`] for what nearly every value looks like: `digits` or
@@ -121,12 +116,17 @@ impl Amount {
         // Half away from zero: the third decimal alone decides (≥ 5 means ≥ 0.005).
         let round_up = places.next().is_some_and(|d| d >= 5);
         let cents = units * 100 + tenths * 10 + hundredths + u64::from(round_up);
-        (cents <= Self::MAX_CENTS).then_some(Self(cents))
+        (cents <= Self::MAX_CENTS).then_some(Self(cents, false))
     }
 
-    /// The amount in hundredths.
+    /// The amount in hundredths, without its sign.
     pub fn cents(self) -> u64 {
         self.0
+    }
+
+    /// Whether it is below zero (a refund).
+    pub fn is_negative(self) -> bool {
+        self.1
     }
 }
 
@@ -135,7 +135,8 @@ impl Serialize for Amount {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         // Exact: cents < 2^53, and the division is correctly rounded, so the shortest
         // representation printed is the decimal with at most two places.
-        s.serialize_f64(self.0 as f64 / 100.0)
+        let units = self.0 as f64 / 100.0;
+        s.serialize_f64(if self.1 { -units } else { units })
     }
 }
 
@@ -164,12 +165,20 @@ mod tests {
     }
 
     #[test]
+    fn negative_amounts_keep_their_sign() {
+        let a = Amount::parse("-1.505").unwrap();
+        assert_eq!((a.cents(), a.is_negative()), (151, true));
+        assert_eq!(serde_json::to_string(&a).unwrap(), "-1.51");
+        assert!(!Amount::parse("-0.001").unwrap().is_negative());
+        assert!(!Amount::parse("2").unwrap().is_negative());
+    }
+
+    #[test]
     fn rejects_what_is_not_an_amount() {
         assert_eq!(cents("NaN"), Err(AmountError::NotANumber));
         assert_eq!(cents("Infinity"), Err(AmountError::NotANumber));
         assert_eq!(cents(""), Err(AmountError::NotANumber));
         assert_eq!(cents("1,5"), Err(AmountError::NotANumber));
-        assert_eq!(cents("-1.5"), Err(AmountError::Negative));
         assert_eq!(cents("1e400"), Err(AmountError::TooLarge));
         assert_eq!(cents("10000000000000.01"), Err(AmountError::TooLarge));
         assert_eq!(cents("1e-400"), Ok(0));
@@ -196,7 +205,7 @@ mod tests {
 
         #[test]
         fn serialized_amounts_parse_back(c in 0u64..=Amount::MAX_CENTS) {
-            let text = serde_json::to_string(&Amount(c)).unwrap();
+            let text = serde_json::to_string(&Amount(c, false)).unwrap();
             prop_assert_eq!(cents(&text), Ok(c));
         }
     }

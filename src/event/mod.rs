@@ -116,6 +116,9 @@ pub struct Rules {
     /// less than hashing the name).
     definitions: Vec<(Arc<str>, Arc<str>)>,
     default_definition: Option<Arc<str>>,
+    /// The advertiser's definitions, when they were listed: names resolve, and each event
+    /// takes its definition's source and value rule.
+    listed: Option<Arc<Definitions>>,
     oldest: OffsetDateTime,
     latest: OffsetDateTime,
 }
@@ -136,8 +139,85 @@ impl Rules {
                 .as_deref()
                 .map(Arc::from),
             defaults,
+            listed: None,
             oldest: now - Duration::days(7),
             latest: now + Duration::minutes(5),
+        }
+    }
+
+    /// The same rules, resolving against the advertiser's listed definitions.
+    pub fn with_definitions(self, listed: Arc<Definitions>) -> Self {
+        Self {
+            listed: Some(listed),
+            ..self
+        }
+    }
+
+    /// The definition of an event with `given` (its own `conversionDefinitionId`) and
+    /// `conversion_type`, in this order: its own id; the configured entry for its type (an id
+    /// or, when definitions are listed, a definition's name); a definition named like its type;
+    /// the default. With listed definitions, the id must be one of them.
+    fn resolve(
+        &self,
+        given: Option<&str>,
+        conversion_type: &str,
+        configured: Option<&Arc<str>>,
+    ) -> Result<(Arc<str>, Option<&Definition>), Invalid> {
+        let unknown = |what: String| {
+            invalid(
+                Reason::UnknownConversionDefinition,
+                format!("{what}, which names none of the advertiser's conversion definitions"),
+            )
+        };
+        let Some(listed) = self.listed.as_deref() else {
+            return match given {
+                Some(id) => Ok((id.into(), None)),
+                None => configured
+                    .or(self.default_definition.as_ref())
+                    .map(|id| (id.clone(), None))
+                    .ok_or_else(|| no_definition(conversion_type)),
+            };
+        };
+        if let Some(id) = given {
+            return listed
+                .by_id(id)
+                .map(|d| (d.id.clone(), Some(d)))
+                .ok_or_else(|| {
+                    unknown(format!(
+                        "conversion type {conversion_type:?} has conversionDefinitionId {id:?}"
+                    ))
+                });
+        }
+        if let Some(value) = configured {
+            return match listed.by_id_or_name(value) {
+                NameLookup::One(d) => Ok((d.id.clone(), Some(d))),
+                NameLookup::None => Err(unknown(format!(
+                    "conversion type {conversion_type:?} is mapped to {value:?} in DSP_CONVERSION_DEFINITIONS"
+                ))),
+                NameLookup::Several => Err(invalid(
+                    Reason::UnknownConversionDefinition,
+                    format!("conversion type {conversion_type:?} is mapped to {value:?} in DSP_CONVERSION_DEFINITIONS, which names several conversion definitions: map it to an id"),
+                )),
+            };
+        }
+        match listed.by_name(conversion_type) {
+            NameLookup::One(d) => return Ok((d.id.clone(), Some(d))),
+            NameLookup::Several => {
+                return Err(invalid(
+                    Reason::UnknownConversionDefinition,
+                    format!("conversion type {conversion_type:?} names several conversion definitions: map it to an id in DSP_CONVERSION_DEFINITIONS"),
+                ))
+            }
+            NameLookup::None => {}
+        }
+        match &self.default_definition {
+            Some(id) => match listed.by_id_or_name(id) {
+                NameLookup::One(d) => Ok((d.id.clone(), Some(d))),
+                _ => Err(unknown(format!(
+                    "conversion type {conversion_type:?} falls to DSP_DEFAULT_CONVERSION_DEFINITION_ID {id:?}"
+                ))),
+            },
+            None => Err(no_definition(conversion_type)),
         }
     }
 
@@ -156,6 +236,17 @@ impl Rules {
 }
 
 type Invalid = (Reason, String);
+
+fn no_definition(conversion_type: &str) -> Invalid {
+    invalid(
+        Reason::NoConversionDefinition,
+        format!(
+            "no `conversionDefinitionId`, and conversion type {conversion_type:?} is not in \
+             DSP_CONVERSION_DEFINITIONS, names no conversion definition, and \
+             DSP_DEFAULT_CONVERSION_DEFINITION_ID is not set"
+        ),
+    )
+}
 
 fn invalid(reason: Reason, message: impl Into<String>) -> Invalid {
     (reason, message.into())
@@ -263,22 +354,15 @@ fn map(
     };
 
     let defaults = &rules.defaults;
-    let conversion_definition_id: Arc<str> = match present(raw.conversion_definition_id) {
-        Some(f) => trim(&required(Some(f), "conversionDefinitionId")?).into(),
-        None => configured
-            .map(|(_, id)| id)
-            .or(rules.default_definition.as_ref())
-            .cloned()
-            .ok_or_else(|| {
-                invalid(
-                    Reason::NoConversionDefinition,
-                    format!(
-                        "no `conversionDefinitionId`, and conversion type {name:?} is not in \
-                         DSP_CONVERSION_DEFINITIONS and DSP_DEFAULT_CONVERSION_DEFINITION_ID is not set"
-                    ),
-                )
-            })?,
+    let given = match present(raw.conversion_definition_id) {
+        Some(f) => Some(required(Some(f), "conversionDefinitionId")?),
+        None => None,
     };
+    let (conversion_definition_id, definition) = rules.resolve(
+        given.as_deref().map(trim),
+        &name,
+        configured.map(|(_, id)| id),
+    )?;
 
     let country_code = match present(raw.country_code) {
         Some(f) => {
@@ -345,12 +429,21 @@ fn map(
             if text.is_empty() {
                 None
             } else {
-                Some(Amount::parse(&text).map_err(|e| {
+                let amount = Amount::parse(&text).map_err(|e| {
                     invalid(
                         Reason::InvalidValue,
                         format!("field `{value_name}`: {text:?} {e}"),
                     )
-                })?)
+                })?;
+                if amount.is_negative() && definition.is_some_and(|d| !d.allows_negative_values()) {
+                    return Err(invalid(
+                        Reason::InvalidValue,
+                        format!(
+                            "field `{value_name}`: {text:?} is negative, which conversion definition {conversion_definition_id} (OFF_AMAZON_PURCHASES) does not allow"
+                        ),
+                    ));
+                }
+                Some(amount)
             }
         }
     };
@@ -401,25 +494,50 @@ fn map(
         }
     };
 
-    let source = match present(raw.source) {
+    let named = match present(raw.source) {
         Some(f) => {
             let s = string(f, "source")?;
-            Source::parse(trim(&s)).ok_or_else(|| {
+            Some(Source::parse(trim(&s)).ok_or_else(|| {
                 invalid(
                     Reason::InvalidSource,
                     format!("field `source`: {s:?} is not AMAZON_AD_TAG or SERVER_TO_SERVER"),
                 )
-            })?
+            })?)
         }
         None => match request_source {
-            None => defaults.source,
-            Some(s) => Source::parse(trim(s)).ok_or_else(|| {
+            None => None,
+            Some(s) => Some(Source::parse(trim(s)).ok_or_else(|| {
                 invalid(
                     Reason::InvalidSource,
                     format!("request `source`: {s:?} is not AMAZON_AD_TAG or SERVER_TO_SERVER"),
                 )
-            })?,
+            })?),
         },
+    };
+    // A definition has one source, and the DSP imports its events only under it.
+    let source = match definition.and_then(|d| d.source.as_ref()) {
+        None => named.unwrap_or(defaults.source),
+        Some(DefinitionSource::Import(own)) => match named {
+            Some(other) if other != *own => {
+                return Err(invalid(
+                    Reason::SourceMismatch,
+                    format!(
+                        "source {} differs from the source of conversion definition {conversion_definition_id}, {}",
+                        other.as_str(),
+                        own.as_str()
+                    ),
+                ))
+            }
+            _ => *own,
+        },
+        Some(DefinitionSource::Other(other)) => {
+            return Err(invalid(
+                Reason::UnsupportedSource,
+                format!(
+                    "conversion definition {conversion_definition_id} has source {other}, for which events cannot be imported"
+                ),
+            ))
+        }
     };
 
     let client_dedupe_id = match present(raw.client_dedupe_id) {

@@ -164,11 +164,6 @@ fn each_rule_has_its_reason() {
             "USD",
         ),
         (
-            with("conversionValue", json!(-1)),
-            "INVALID_VALUE",
-            "negative",
-        ),
-        (
             with("conversionValue", json!("NaN")),
             "INVALID_VALUE",
             "decimal",
@@ -375,4 +370,154 @@ fn dedupe_ids_with_identifiers_are_sent_and_reported_hashed() {
         v.event.client_dedupe_id,
         match_key::sha256_hex(b"12065550100-1").as_str()
     );
+}
+
+fn listed() -> Arc<Definitions> {
+    let d = |id: &str, name: &str, kind: &str, source: &str| Definition {
+        id: id.into(),
+        name: name.into(),
+        conversion_type: Some(kind.into()),
+        source: Some(DefinitionSource::parse(source)),
+    };
+    Arc::new(Definitions::new(vec![
+        d(
+            "11",
+            "Web purchase",
+            "OFF_AMAZON_PURCHASES",
+            "AMAZON_AD_TAG",
+        ),
+        d(
+            "22",
+            "Store purchase",
+            "OFF_AMAZON_PURCHASES",
+            "SERVER_TO_SERVER",
+        ),
+        d("33", "Sign-up", "SIGN_UP", "SERVER_TO_SERVER"),
+        d("44", "App install", "OTHER", "MMP"),
+        d("55", "Lead", "LEAD", "SERVER_TO_SERVER"),
+        d("56", "lead", "LEAD", "AMAZON_AD_TAG"),
+    ]))
+}
+
+fn check_listed(
+    json: serde_json::Value,
+    map: &[(&str, &str)],
+    default: Option<&str>,
+    request_source: Option<&str>,
+) -> Result<Validated, Rejection> {
+    let rules = Rules::new(
+        EventDefaults {
+            source: Source::ServerToServer,
+            conversion_definitions: map
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            default_conversion_definition_id: default.map(str::to_owned),
+            country_code: Some("US".into()),
+            currency_code: None,
+        },
+        NOW,
+    )
+    .with_definitions(listed());
+    let text = json.to_string();
+    let raw = RawEvent::from_json(&text).expect("parses");
+    validate(&raw, request_source, &rules, &origin())
+}
+
+fn simple_of(kind: &str) -> serde_json::Value {
+    json!({"eventTime": "2026-11-28T09:30:00Z", "conversionType": kind, "userIdentifier": "a@b.de"})
+}
+
+#[test]
+fn listed_definitions_resolve_by_id_name_and_map_and_give_the_source() {
+    let map = [
+        ("purchase", "Web purchase"),
+        ("store", "22"),
+        ("gone", "Nothing"),
+    ];
+    let ok = |j, req| check_listed(j, &map, None, req).expect("valid");
+    // A map entry naming a definition: its id and its source.
+    let v = ok(simple_of("purchase"), None);
+    assert_eq!(
+        (&*v.event.conversion_definition_id, v.source),
+        ("11", Source::AmazonAdTag)
+    );
+    // A map entry by id.
+    let v = ok(simple_of("store"), None);
+    assert_eq!(
+        (&*v.event.conversion_definition_id, v.source),
+        ("22", Source::ServerToServer)
+    );
+    // No map entry: a definition named like the type, ignoring case.
+    let v = ok(simple_of("SIGN-UP"), Some("SERVER_TO_SERVER"));
+    assert_eq!(&*v.event.conversion_definition_id, "33");
+    // The event's own id wins.
+    let mut own = simple_of("purchase");
+    own["conversionDefinitionId"] = "33".into();
+    assert_eq!(&*ok(own, None).event.conversion_definition_id, "33");
+}
+
+#[test]
+fn listed_definitions_reject_what_the_dsp_would() {
+    let map = [("gone", "Nothing"), ("purchase", "Web purchase")];
+    let reason = |j, req, default| {
+        let r = check_listed(j, &map, default, req).expect_err("rejected");
+        (r.reason.code(), r.message)
+    };
+    let (code, message) = reason(simple_of("gone"), None, None);
+    assert_eq!(code, "UNKNOWN_CONVERSION_DEFINITION");
+    assert!(
+        message.contains("\"gone\"") && message.contains("\"Nothing\""),
+        "{message}"
+    );
+    let mut unknown_id = simple_of("x");
+    unknown_id["conversionDefinitionId"] = "999".into();
+    assert_eq!(
+        reason(unknown_id, None, None).0,
+        "UNKNOWN_CONVERSION_DEFINITION"
+    );
+    let (code, message) = reason(simple_of("lead"), None, None);
+    assert_eq!(code, "UNKNOWN_CONVERSION_DEFINITION");
+    assert!(message.contains("several"), "{message}");
+    assert_eq!(
+        reason(simple_of("refund"), None, Some("999")).0,
+        "UNKNOWN_CONVERSION_DEFINITION"
+    );
+    assert_eq!(
+        reason(simple_of("refund"), None, None).0,
+        "NO_CONVERSION_DEFINITION"
+    );
+    // One definition, one source.
+    let (code, message) = reason(simple_of("purchase"), Some("SERVER_TO_SERVER"), None);
+    assert_eq!(code, "SOURCE_MISMATCH");
+    assert!(message.contains("AMAZON_AD_TAG"), "{message}");
+    let mut own_source = simple_of("purchase");
+    own_source["source"] = "SERVER_TO_SERVER".into();
+    assert_eq!(reason(own_source, None, None).0, "SOURCE_MISMATCH");
+    assert_eq!(
+        reason(simple_of("App install"), None, None).0,
+        "UNSUPPORTED_SOURCE"
+    );
+}
+
+#[test]
+fn negative_values_follow_the_definition_type() {
+    let with_value = |kind: &str, value: f64| {
+        let mut j = simple_of(kind);
+        j["conversionValue"] = value.into();
+        j
+    };
+    let r = check_listed(with_value("Web purchase", -5.0), &[], None, None).expect_err("rejected");
+    assert_eq!(r.reason.code(), "INVALID_VALUE");
+    assert!(r.message.contains("OFF_AMAZON_PURCHASES"), "{}", r.message);
+    let v = check_listed(with_value("Sign-up", -5.0), &[], None, None).expect("a refund");
+    assert_eq!(
+        v.event.value.map(|a| (a.cents(), a.is_negative())),
+        Some((500, true))
+    );
+    // Without the list, the DSP has the last word.
+    let mut refund = simple();
+    refund["conversionValue"] = json!(-1);
+    let v = check(refund).expect("valid");
+    assert!(v.event.value.is_some_and(|a| a.is_negative()));
 }

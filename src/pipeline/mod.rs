@@ -18,13 +18,14 @@ use tokio::sync::mpsc;
 use crate::batch::Batch;
 use crate::config::Config;
 use crate::domain::Cause;
+use crate::dsp::definitions::Listed;
 use crate::dsp::{Dsp, Session};
 use crate::event::{Definitions, Rules};
 use crate::outcome::settle::{settle, Facts};
 use crate::outcome::{rejects, Ledger, ReasonSummary, Rejects, Tally};
 use crate::read::Limits;
 use crate::store::{MessageQueue, ObjectStore};
-use crate::trigger::Work;
+use crate::trigger::{Input, Work};
 use reading::Reader;
 
 /// The parts an invocation runs with; built once at cold start.
@@ -136,9 +137,18 @@ impl Pipeline {
         let ledger = Arc::new(Mutex::new(Ledger::new(work.units.len(), rejects)));
         let stop = Arc::new(AtomicBool::new(false));
         let (tx, rx) = mpsc::channel::<Batch>(config.max_in_flight * 2);
+        let session = Arc::new(Session::new(self.dsp.clone(), invocation.cutoff));
 
+        let mut rules = Rules::new(config.events.clone(), invocation.started);
+        let mut waiting: Option<Cause> = None;
+        match self.definitions(&work, &session).await {
+            Ok(Some(listed)) => rules = rules.with_definitions(listed),
+            Ok(None) => {}
+            // Every event waits on the list: none can be resolved now.
+            Err(cause) => waiting = Some(cause),
+        }
         let reader = Reader {
-            rules: Rules::new(config.events.clone(), invocation.started),
+            rules,
             limits: Limits {
                 max_record_bytes: config.max_record_bytes,
                 max_object_bytes: config.max_object_bytes,
@@ -150,6 +160,10 @@ impl Pipeline {
             cutoff: invocation.cutoff,
             continues: config.retry_queue_url.is_some() && !dry_run,
         };
+        if let Some(cause) = &waiting {
+            tracing::warn!(cause = %cause, "cannot list the conversion definitions; every event is redelivered");
+            stop.store(true, Ordering::Relaxed);
+        }
         let unit_messages: Vec<Option<String>> = work
             .units
             .iter()
@@ -158,7 +172,6 @@ impl Pipeline {
         let units = work.units;
         let producer = tokio::task::spawn_blocking(move || reader.read_all(units, &tx));
 
-        let session = Arc::new(Session::new(self.dsp.clone(), invocation.cutoff));
         let outcome = if dry_run {
             self.count_dry_run(rx, &ledger, bodies).await
         } else {
@@ -177,7 +190,7 @@ impl Pipeline {
                 reading::Read::default()
             }
         };
-        let fatal = session.fatal().cloned().or(outcome.failure);
+        let fatal = session.fatal().cloned().or(outcome.failure).or(waiting);
         let resume_at = self.continue_objects(&read, fatal.is_some(), &ledger).await;
 
         let rejects = lock(&ledger).take_rejects();
@@ -227,6 +240,31 @@ impl Pipeline {
             resume_at,
             continuations: read.continuations.len() as u64,
             continuations_dropped: read.dropped,
+        }
+    }
+
+    /// The definitions events resolve against: given up front, listed from the DSP (cached),
+    /// or none (no lookup, the listing refused, or nothing to resolve).
+    async fn definitions(
+        &self,
+        work: &Work,
+        session: &Session,
+    ) -> Result<Option<Arc<Definitions>>, Cause> {
+        if let Some(preset) = &self.definitions {
+            return Ok(Some(preset.clone()));
+        }
+        let needed = work.units.iter().any(|u| {
+            matches!(
+                u.input,
+                Input::Body(_) | Input::Object { .. } | Input::Continuation(_)
+            )
+        });
+        if !self.config.dsp.lookup_definitions || !needed {
+            return Ok(None);
+        }
+        match session.definitions().await? {
+            Listed::Definitions(listed) => Ok(Some(listed)),
+            Listed::Refused => Ok(None),
         }
     }
 
