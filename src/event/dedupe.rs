@@ -6,8 +6,6 @@
 use std::borrow::Cow;
 use std::cell::RefCell;
 
-use smallvec::SmallVec;
-
 use super::match_key::{self, sha256_hex, MatchKeyType};
 use crate::read::record::{present, trim};
 use crate::read::RawEvent;
@@ -17,93 +15,133 @@ use crate::read::RawEvent;
 const SHORTEST: usize = 3;
 
 /// The id to send for `given` (trimmed): `given` itself, or its SHA-256 hex when it contains an
-/// `@` or one of `identifiers` (type when known, value before hashing) — as given or as
-/// normalized for hashing, and for a phone number its digits, in either case ignoring ASCII
-/// case. `country` is the event's, for phone numbers. Hashed values (64 hex) are not raw
-/// identifiers and are not looked for.
+/// `@` or one of `identifiers` (type when known, value before hashing): as given or as
+/// normalized for hashing, ignoring ASCII case; a phone number however written (its last 7
+/// digits in a row). Hashed values (64 hex) are not raw identifiers and are not looked for.
 pub fn client_dedupe_id<'a, 'v>(
     given: &'a str,
     identifiers: impl IntoIterator<Item = (Option<MatchKeyType>, &'v str)>,
-    country: Option<&str>,
 ) -> Cow<'a, str> {
-    let reveals = given.contains('@')
-        || identifiers
-            .into_iter()
-            .any(|(kind, value)| contains_identifier(given, kind, value, country));
-    if reveals {
-        Cow::Owned(sha256_hex(given.as_bytes()))
-    } else {
-        Cow::Borrowed(given)
+    let mut check = Given::new(Some(given));
+    for (kind, value) in identifiers {
+        check.see(kind, value);
     }
+    check.sent(given)
 }
 
-/// [`client_dedupe_id`] with the identifiers of a record as read: its `userIdentifier` or the
-/// values of its `matchKeys`.
-pub fn for_record<'a>(given: &'a str, raw: &RawEvent<'_>, country: Option<&str>) -> Cow<'a, str> {
-    if given.contains('@') {
-        return client_dedupe_id(given, [], country);
+/// [`client_dedupe_id`] with the identifiers of a record as read (its `userIdentifier` or the
+/// values of its `matchKeys`), for the rejects report: it parses the match keys again.
+pub fn for_record<'a>(given: &'a str, raw: &RawEvent<'_>) -> Cow<'a, str> {
+    let mut check = Given::new(Some(given));
+    if check.reveals {
+        return check.sent(given);
     }
-    let mut identifiers: SmallVec<[(Option<MatchKeyType>, Cow<'_, str>); 2]> = SmallVec::new();
     if let Some(value) = present(raw.user_identifier).and_then(|f| f.as_str().ok()) {
         let kind = present(raw.user_identifier_type)
             .and_then(|f| f.as_str().ok())
             .and_then(|s| MatchKeyType::parse(&s))
             .or_else(|| MatchKeyType::detect(&value));
-        identifiers.push((kind, value));
+        check.see(kind, &value);
     }
     if let Some(keys) = present(raw.match_keys).and_then(|f| super::parse_match_keys(&f)) {
-        for key in keys {
+        for key in &keys {
             let kind = MatchKeyType::parse(&key.kind);
-            identifiers.extend(key.values.into_iter().map(|v| (kind, v)));
+            for value in &key.values {
+                check.see(kind, value);
+            }
         }
     }
-    client_dedupe_id(
-        given,
-        identifiers.iter().map(|(kind, v)| (*kind, v.as_ref())),
-        country,
-    )
+    check.sent(given)
+}
+
+/// The [`client_dedupe_id`] rule applied while an event's identifiers are read, one by one, so
+/// that validation looks at each value once.
+#[derive(Debug)]
+pub struct Given<'a> {
+    id: Option<&'a str>,
+    reveals: bool,
+}
+
+impl<'a> Given<'a> {
+    /// The id the event gives (trimmed), if any.
+    pub fn new(id: Option<&'a str>) -> Self {
+        Self {
+            id,
+            reveals: id.is_some_and(has_at),
+        }
+    }
+
+    /// Looks for one identifier of the event in the id.
+    pub fn see(&mut self, kind: Option<MatchKeyType>, value: &str) {
+        // An email has an `@` (or it is rejected), so it is in no id without one.
+        if kind == Some(MatchKeyType::Email) {
+            return;
+        }
+        if let (Some(id), false) = (self.id, self.reveals) {
+            self.reveals = contains_identifier(id, kind, value);
+        }
+    }
+
+    /// The id to send for `id` (the given one): itself, or its SHA-256 hex.
+    pub fn sent<'s>(&self, id: &'s str) -> Cow<'s, str> {
+        if self.reveals {
+            Cow::Owned(sha256_hex(id.as_bytes()))
+        } else {
+            Cow::Borrowed(id)
+        }
+    }
 }
 
 thread_local! {
-    /// The normalization buffer of [`contains_identifier`], reused.
+    /// The normalization buffer of [`contains_normalized`], reused.
     static NORMALIZED: RefCell<String> = const { RefCell::new(String::new()) };
 }
 
-fn contains_identifier(
-    id: &str,
-    kind: Option<MatchKeyType>,
-    value: &str,
-    country: Option<&str>,
-) -> bool {
+fn contains_identifier(id: &str, kind: Option<MatchKeyType>, value: &str) -> bool {
     let value = trim(value);
-    if value.len() == 64 && value.bytes().all(|b| b.is_ascii_hexdigit()) {
+    // Called for ids without an `@`: a value with one is in none of them.
+    if has_at(value) || value.len() == 64 && value.bytes().all(|b| b.is_ascii_hexdigit()) {
         return false;
     }
     if contains(id, value) {
         return true;
     }
-    let Some(kind) = kind else {
-        return false;
-    };
-    if kind == MatchKeyType::Phone {
-        let mut digits = [0u8; 32];
-        let mut n = 0;
-        for (slot, d) in digits
-            .iter_mut()
-            .zip(value.bytes().filter(u8::is_ascii_digit))
-        {
-            *slot = d;
-            n += 1;
-        }
-        if contains_bytes(id, digits.get(..n).unwrap_or_default()) {
-            return true;
-        }
+    match kind {
+        // Unknown, or normalized by lowercasing at most: looked for above.
+        None | Some(MatchKeyType::Email | MatchKeyType::Maid | MatchKeyType::RampId) => false,
+        // However it is written (national, with its calling code, after 00), a phone number
+        // ends with the same digits: its last 7 are enough, and cost no normalization.
+        Some(MatchKeyType::Phone) => contains_bytes(id, last_digits(value, &mut [0; 7])),
+        Some(kind) => contains_normalized(id, kind, value),
     }
-    kind.is_hashed()
-        && NORMALIZED.with(|buf| {
-            let mut buf = buf.borrow_mut();
-            match_key::normalize_into(kind, value, country, &mut buf).is_ok() && contains(id, &buf)
-        })
+}
+
+/// The last digits of `value`, at most as many as `buf` holds.
+fn last_digits<'b>(value: &str, buf: &'b mut [u8]) -> &'b [u8] {
+    let mut n = 0;
+    for (slot, d) in buf
+        .iter_mut()
+        .rev()
+        .zip(value.bytes().rev().filter(u8::is_ascii_digit))
+    {
+        *slot = d;
+        n += 1;
+    }
+    buf.get(buf.len() - n..).unwrap_or_default()
+}
+
+/// Whether `id` contains `value` as normalized for hashing.
+fn contains_normalized(id: &str, kind: MatchKeyType, value: &str) -> bool {
+    NORMALIZED.with(|buf| {
+        let mut buf = buf.borrow_mut();
+        // Not a phone number: no country needed.
+        match_key::normalize_into(kind, value, None, &mut buf).is_ok() && contains(id, &buf)
+    })
+}
+
+/// Whether `s` has an `@` (a plain loop: ids and identifiers are short).
+fn has_at(s: &str) -> bool {
+    s.bytes().any(|b| b == b'@')
 }
 
 /// Whether `id` contains `part` (of at least [`SHORTEST`] bytes), ignoring ASCII case.
@@ -124,7 +162,7 @@ mod tests {
     use super::*;
 
     fn sent(given: &str, identifiers: &[(Option<MatchKeyType>, &str)]) -> String {
-        client_dedupe_id(given, identifiers.iter().copied(), Some("US")).into_owned()
+        client_dedupe_id(given, identifiers.iter().copied()).into_owned()
     }
 
     #[test]
@@ -163,8 +201,10 @@ mod tests {
             // the value as hashed: E.164 digits, lowercased name
             "tel-12065550100",
             "obrien-42",
-            // the digits of a phone number as given
+            // a phone number however written
             "2065550100-7",
+            "call-0012065550100",
+            "5550100",
         ] {
             assert_eq!(
                 sent(given, &[email, phone, maid, name]),
@@ -172,6 +212,11 @@ mod tests {
                 "{given}"
             );
         }
+        let national = (Some(MatchKeyType::Phone), "020 7946 0018");
+        assert_eq!(
+            sent("uk-442079460018", &[national]),
+            sha256_hex(b"uk-442079460018")
+        );
         // the same id, the same hex: still a dedupe id
         assert_eq!(
             sent("tel-12065550100", &[phone]),

@@ -386,6 +386,9 @@ fn map(
             })?,
     };
 
+    // The given dedupe id is looked for in each identifier as it is read (DESIGN.md §1).
+    let given_dedupe_id = present(raw.client_dedupe_id).and_then(|f| f.as_str().ok());
+    let mut dedupe = dedupe::Given::new(given_dedupe_id.as_deref().map(trim));
     let (keys_field, _) = either(
         raw.match_keys,
         "matchKeys",
@@ -393,7 +396,7 @@ fn map(
         "userIdentifier",
     )?;
     let match_keys = if present(raw.user_identifier).is_some() {
-        user_identifier(raw, country_code)?
+        user_identifier(raw, country_code, &mut dedupe)?
     } else {
         if present(raw.user_identifier_type).is_some() {
             return Err(invalid(
@@ -402,7 +405,7 @@ fn map(
             ));
         }
         match keys_field {
-            Some(f) => match_keys(f, country_code)?,
+            Some(f) => match_keys(f, country_code, &mut dedupe)?,
             None => {
                 return Err(invalid(
                     Reason::MissingField,
@@ -543,7 +546,7 @@ fn map(
     let client_dedupe_id = match present(raw.client_dedupe_id) {
         Some(f) => {
             let given = required(Some(f), "clientDedupeId")?;
-            Text::from(dedupe::for_record(trim(&given), raw, Some(country_code)).as_ref())
+            Text::from(dedupe.sent(trim(&given)).as_ref())
         }
         None => origin.dedupe_id().into(),
     };
@@ -589,7 +592,11 @@ fn timestamp(text: Cow<'_, str>, name: &str, rules: &Rules) -> Result<Text, Inva
     Ok(parsed.canonical)
 }
 
-fn user_identifier(raw: &RawEvent<'_>, country: &str) -> Result<SmallVec<[MatchKey; 1]>, Invalid> {
+fn user_identifier(
+    raw: &RawEvent<'_>,
+    country: &str,
+    dedupe: &mut dedupe::Given<'_>,
+) -> Result<SmallVec<[MatchKey; 1]>, Invalid> {
     let value = required(raw.user_identifier, "userIdentifier")?;
     let kind = match present(raw.user_identifier_type) {
         Some(f) => {
@@ -611,6 +618,7 @@ fn user_identifier(raw: &RawEvent<'_>, country: &str) -> Result<SmallVec<[MatchK
             )
         })?,
     };
+    dedupe.see(Some(kind), &value);
     let prepared = match_key::prepare(kind, &value, Some(country)).map_err(|e| {
         invalid(
             Reason::InvalidMatchKey,
@@ -636,7 +644,11 @@ fn parse_match_keys<'a>(f: &Field<'a>) -> Option<Vec<RawMatchKey<'a>>> {
     serde_json::from_str(f.text()).ok()
 }
 
-fn match_keys(f: Field<'_>, country: &str) -> Result<SmallVec<[MatchKey; 1]>, Invalid> {
+fn match_keys(
+    f: Field<'_>,
+    country: &str,
+    dedupe: &mut dedupe::Given<'_>,
+) -> Result<SmallVec<[MatchKey; 1]>, Invalid> {
     let keys = parse_match_keys(&f).ok_or_else(|| {
         invalid(
             Reason::InvalidMatchKey,
@@ -667,6 +679,9 @@ fn match_keys(f: Field<'_>, country: &str) -> Result<SmallVec<[MatchKey; 1]>, In
                     Reason::InvalidMatchKey,
                     format!("field `matchKeys[{i}].values` is empty"),
                 ));
+            }
+            for v in &key.values {
+                dedupe.see(Some(kind), v);
             }
             let values = key
                 .values
@@ -717,7 +732,7 @@ pub fn redact(raw: &RawEvent<'_>) -> serde_json::Value {
                 None => serde_json::Value::Null,
             },
             "clientDedupeId" => match field.as_str() {
-                Ok(s) => match dedupe::for_record(trim(&s), raw, country) {
+                Ok(s) => match dedupe::for_record(trim(&s), raw) {
                     Cow::Owned(hashed) => hashed.into(),
                     Cow::Borrowed(_) => field.to_json(),
                 },

@@ -57,33 +57,58 @@ pub fn parse(text: &str) -> Result<Timestamp, TimestampError> {
         .ok()
         .and_then(|m| Date::from_calendar_date(i32::from(year), m, day).ok())
         .ok_or(TimestampError::NotCalendarDate)?;
-    let time = Some(second)
+    let leap = second == 60;
+    let second = Some(second)
         .filter(|&s| s <= 60)
-        .and_then(|s| Time::from_hms(hour, minute, s.min(59)).ok())
-        .ok_or(TimestampError::NotTimeOfDay)?;
-    let instant = PrimitiveDateTime::new(date, time)
+        .ok_or(TimestampError::NotTimeOfDay)?
+        .min(59);
+    let time = Time::from_hms(hour, minute, second).map_err(|_| TimestampError::NotTimeOfDay)?;
+    let local = PrimitiveDateTime::new(date, time);
+    if offset.is_utc() {
+        // Most event times: already canonical (`…T…Z`, no fraction), else the text's own
+        // fields; no calendar arithmetic either way.
+        let as_given = text.len() == 20
+            && text.as_bytes().get(10) == Some(&b'T')
+            && text.as_bytes().get(19) == Some(&b'Z')
+            && !leap;
+        return Ok(Timestamp {
+            instant: local.assume_utc(),
+            canonical: if as_given {
+                Text::from(text)
+            } else {
+                canonical(year, month, day, hour, minute, second)
+            },
+        });
+    }
+    let instant = local
         .assume_offset(offset)
-        .unix_timestamp();
-    let instant = OffsetDateTime::from_unix_timestamp(instant)
-        .ok()
+        .checked_to_offset(UtcOffset::UTC)
         .filter(|t| (0..=9999).contains(&t.year()))
         .ok_or(TimestampError::OutOfRange)?;
+    let (year, month, day) = instant.to_calendar_date();
+    let (hour, minute, second) = instant.to_hms();
     Ok(Timestamp {
         instant,
-        canonical: canonical(instant),
+        canonical: canonical(
+            u16::try_from(year).unwrap_or_default(),
+            u8::from(month),
+            day,
+            hour,
+            minute,
+            second,
+        ),
     })
 }
 
-/// `YYYY-MM-DDThh:mm:ssZ` of a UTC instant whose year has four digits.
-fn canonical(t: OffsetDateTime) -> Text {
+/// `YYYY-MM-DDThh:mm:ssZ`.
+fn canonical(year: u16, month: u8, day: u8, hour: u8, minute: u8, second: u8) -> Text {
     let mut out = *b"0000-00-00T00:00:00Z";
-    let year = u16::try_from(t.year()).unwrap_or_default();
     put(&mut out[0..4], year);
-    put(&mut out[5..7], u16::from(u8::from(t.month())));
-    put(&mut out[8..10], u16::from(t.day()));
-    put(&mut out[11..13], u16::from(t.hour()));
-    put(&mut out[14..16], u16::from(t.minute()));
-    put(&mut out[17..19], u16::from(t.second()));
+    put(&mut out[5..7], u16::from(month));
+    put(&mut out[8..10], u16::from(day));
+    put(&mut out[11..13], u16::from(hour));
+    put(&mut out[14..16], u16::from(minute));
+    put(&mut out[17..19], u16::from(second));
     // Digits and punctuation: ASCII.
     Text::from(std::str::from_utf8(&out).unwrap_or_default())
 }
