@@ -77,39 +77,19 @@ impl CurrencyCode {
     }
 }
 
-/// Where the DSP is told events come from; one per request.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
-pub enum Source {
-    /// Events observed by the Amazon ad tag.
-    #[serde(rename = "AMAZON_AD_TAG")]
-    AmazonAdTag,
-    /// Events sent from the advertiser's servers.
-    #[default]
-    #[serde(rename = "SERVER_TO_SERVER")]
-    ServerToServer,
+crate::domain::code_enum! {
+    /// Where the DSP is told events come from; one per request.
+    #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
+    pub enum Source {
+        /// Events observed by the Amazon ad tag.
+        AmazonAdTag = "AMAZON_AD_TAG",
+        /// Events sent from the advertiser's servers.
+        #[default]
+        ServerToServer = "SERVER_TO_SERVER",
+    }
 }
 
 impl Source {
-    /// Both sources, in a fixed order.
-    pub const ALL: [Source; 2] = [Source::AmazonAdTag, Source::ServerToServer];
-
-    /// Parses the DSP's name of a source (exact, upper case).
-    pub fn parse(s: &str) -> Option<Self> {
-        match s {
-            "AMAZON_AD_TAG" => Some(Self::AmazonAdTag),
-            "SERVER_TO_SERVER" => Some(Self::ServerToServer),
-            _ => None,
-        }
-    }
-
-    /// The DSP's name of the source.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::AmazonAdTag => "AMAZON_AD_TAG",
-            Self::ServerToServer => "SERVER_TO_SERVER",
-        }
-    }
-
     /// Index into per-source arrays.
     pub fn index(self) -> usize {
         self as usize

@@ -477,7 +477,7 @@ fn user_identifier(raw: &RawEvent<'_>) -> Result<SmallVec<[MatchKey; 1]>, Invali
     let kind = match present(raw.user_identifier_type) {
         Some(f) => {
             let s = string(f, "userIdentifierType")?;
-            MatchKeyType::parse(&s).ok_or_else(|| {
+            MatchKeyType::parse_any_case(&s).ok_or_else(|| {
                 invalid(
                     Reason::InvalidMatchKey,
                     format!(
@@ -535,7 +535,7 @@ fn match_keys(f: Field<'_>) -> Result<SmallVec<[MatchKey; 1]>, Invalid> {
     keys.into_iter()
         .enumerate()
         .map(|(i, key)| {
-            let kind = MatchKeyType::parse(&key.kind).ok_or_else(|| {
+            let kind = MatchKeyType::parse_any_case(&key.kind).ok_or_else(|| {
                 invalid(
                     Reason::InvalidMatchKey,
                     format!(
@@ -577,7 +577,7 @@ pub fn redact(raw: &RawEvent<'_>) -> serde_json::Value {
             "userIdentifier" => {
                 let kind = present(raw.user_identifier_type)
                     .and_then(|f| f.as_str().ok())
-                    .and_then(|s| MatchKeyType::parse(&s));
+                    .and_then(|s| MatchKeyType::parse_any_case(&s));
                 match field.as_str() {
                     Ok(s) => match_key::redact(kind.or_else(|| MatchKeyType::detect(&s)), &s).into(),
                     Err(_) => serde_json::Value::Null,
@@ -587,7 +587,7 @@ pub fn redact(raw: &RawEvent<'_>) -> serde_json::Value {
                 Some(keys) => keys
                     .iter()
                     .map(|k| {
-                        let kind = MatchKeyType::parse(&k.kind);
+                        let kind = MatchKeyType::parse_any_case(&k.kind);
                         serde_json::json!({
                             "type": k.kind,
                             "values": k.values.iter().map(|v| match_key::redact(kind, v)).collect::<Vec<_>>(),
