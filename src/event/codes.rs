@@ -1,7 +1,5 @@
 //! The closed vocabularies of the DSP event: country codes, currency codes, sources.
 
-use serde::Serialize;
-
 /// ISO 3166-1 alpha-2 codes, sorted for binary search.
 const COUNTRIES: [&str; 249] = [
     "AD", "AE", "AF", "AG", "AI", "AL", "AM", "AO", "AQ", "AR", "AS", "AT", "AU", "AW", "AX", "AZ",
@@ -48,8 +46,7 @@ pub fn country_code(s: &str) -> Option<&'static str> {
 }
 
 /// A currency the DSP accepts.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
-#[serde(transparent)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct CurrencyCode(&'static str);
 
 impl CurrencyCode {

@@ -5,12 +5,12 @@ pub mod amount;
 mod codes;
 pub mod match_key;
 mod text;
+mod wire;
 
 use std::borrow::Cow;
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use serde::Serialize;
 use smallvec::{smallvec, SmallVec};
 use time::format_description::well_known::Rfc3339;
 use time::{Duration, OffsetDateTime};
@@ -28,9 +28,8 @@ use crate::read::RawEvent;
 /// The only `dataProcessingOptions` value the DSP knows.
 const LIMITED_DATA_USE: &str = "LIMITED_DATA_USE";
 
-/// One event as the DSP receives it.
-#[derive(Clone, Debug, PartialEq, Serialize)]
-#[serde(rename_all = "camelCase")]
+/// One event as the DSP receives it; [`ConversionEvent::write_json`] writes its JSON.
+#[derive(Clone, Debug, PartialEq)]
 pub struct ConversionEvent {
     /// Conversion definition of the advertiser (shared: most events name a configured one).
     pub conversion_definition_id: Arc<str>,
@@ -45,16 +44,12 @@ pub struct ConversionEvent {
     /// Given, or derived from the origin.
     pub client_dedupe_id: Text,
     /// Value, 2 decimals.
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub value: Option<Amount>,
     /// Currency of the value.
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub currency_code: Option<CurrencyCode>,
     /// Units sold.
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub units_sold: Option<u64>,
     /// `LIMITED_DATA_USE`.
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub data_processing_options: Option<&'static str>,
 }
 
@@ -69,7 +64,9 @@ impl ConversionEvent {
                 }
             }
         }
-        serde_json::to_value(&copy).unwrap_or(serde_json::Value::Null)
+        let mut json = Vec::new();
+        copy.write_json(&mut json);
+        serde_json::from_slice(&json).unwrap_or(serde_json::Value::Null)
     }
 }
 
