@@ -1,8 +1,7 @@
 //! Batching: valid events → DSP requests of at most `DSP_MAX_EVENTS_PER_REQUEST` events, one
 //! source each. Events keep their origin so that each per-event result traces back.
 
-use crate::event::{ConversionEvent, MatchValue, Source, Text, Validated};
-use crate::read::scan::string_end;
+use crate::event::{Source, Validated};
 
 /// One DSP request's worth of events.
 #[derive(Debug, Clone)]
@@ -46,110 +45,10 @@ pub fn body(source: Source, events: &[Validated]) -> Vec<u8> {
         if i > 0 {
             out.push(b',');
         }
-        write_event(&mut out, &v.event);
+        v.event.write_json(&mut out);
     }
     out.extend_from_slice(b"]}");
     out
-}
-
-/// Writes one event exactly as serde_json writes `ConversionEvent` (a property test holds the
-/// bytes equal), without serde's per-field machinery: this runs for every event sent.
-fn write_event(out: &mut Vec<u8>, e: &ConversionEvent) {
-    out.extend_from_slice(b"{\"conversionDefinitionId\":");
-    write_str(out, &e.conversion_definition_id);
-    out.extend_from_slice(b",\"name\":");
-    write_str(out, &e.name);
-    out.extend_from_slice(b",\"timestamp\":");
-    write_text(out, &e.timestamp);
-    out.extend_from_slice(b",\"countryCode\":");
-    write_plain(out, e.country_code.as_bytes());
-    out.extend_from_slice(b",\"matchKeys\":[");
-    for (i, key) in e.match_keys.iter().enumerate() {
-        if i > 0 {
-            out.push(b',');
-        }
-        out.extend_from_slice(b"{\"type\":\"");
-        out.extend_from_slice(key.kind.as_str().as_bytes());
-        out.extend_from_slice(b"\",\"values\":[");
-        for (j, value) in key.values.iter().enumerate() {
-            if j > 0 {
-                out.push(b',');
-            }
-            match value {
-                MatchValue::Sha256(digest) => {
-                    let mut text = [0u8; 64];
-                    // 32 bytes always fit 64 hex digits.
-                    let _ = hex::encode_to_slice(digest, &mut text);
-                    out.push(b'"');
-                    out.extend_from_slice(&text);
-                    out.push(b'"');
-                }
-                MatchValue::Given(text) => write_str(out, text),
-            }
-        }
-        out.extend_from_slice(b"]}");
-    }
-    out.extend_from_slice(b"],\"clientDedupeId\":");
-    write_text(out, &e.client_dedupe_id);
-    if let Some(value) = e.value {
-        out.extend_from_slice(b",\"value\":");
-        if value.is_negative() {
-            out.push(b'-');
-        }
-        write_amount(out, value.cents());
-    }
-    if let Some(currency) = e.currency_code {
-        out.extend_from_slice(b",\"currencyCode\":");
-        write_plain(out, currency.as_str().as_bytes());
-    }
-    if let Some(units) = e.units_sold {
-        out.extend_from_slice(b",\"unitsSold\":");
-        out.extend_from_slice(itoa::Buffer::new().format(units).as_bytes());
-    }
-    if let Some(options) = e.data_processing_options {
-        out.extend_from_slice(b",\"dataProcessingOptions\":");
-        write_plain(out, options.as_bytes());
-    }
-    out.push(b'}');
-}
-
-/// A JSON string: as is when nothing needs escaping (nearly always), else through serde_json,
-/// which escapes control characters, `"` and `\\`.
-fn write_str(out: &mut Vec<u8>, s: &str) {
-    if string_end(s.as_bytes()).is_none() {
-        write_plain(out, s.as_bytes());
-    } else if serde_json::to_writer(&mut *out, s).is_err() {
-        // Writing into a Vec cannot fail; keep the JSON well-formed regardless.
-        out.extend_from_slice(b"\"\"");
-    }
-}
-
-/// [`write_str`] for inline text, without re-checking its UTF-8 when it needs no escaping.
-fn write_text(out: &mut Vec<u8>, text: &Text) {
-    if string_end(text.as_bytes()).is_none() {
-        write_plain(out, text.as_bytes());
-    } else {
-        write_str(out, text.as_str());
-    }
-}
-
-/// A JSON string known to need no escaping (codes and constants of this crate, checked text).
-fn write_plain(out: &mut Vec<u8>, bytes: &[u8]) {
-    out.push(b'"');
-    out.extend_from_slice(bytes);
-    out.push(b'"');
-}
-
-/// An amount as serde_json writes the f64 `cents / 100` (shortest round-trip form): `12.0`,
-/// `12.3`, `12.35`. Exact below 10^14, and amounts stop at 10^13.
-fn write_amount(out: &mut Vec<u8>, cents: u64) {
-    let (units, hundredths) = (cents / 100, (cents % 100) as u8);
-    out.extend_from_slice(itoa::Buffer::new().format(units).as_bytes());
-    out.push(b'.');
-    out.push(b'0' + hundredths / 10);
-    if hundredths % 10 != 0 {
-        out.push(b'0' + hundredths % 10);
-    }
 }
 
 /// Fills one open batch per source and hands out each when it is full.
@@ -200,7 +99,7 @@ mod tests {
 
     use super::*;
     use crate::domain::{Origin, Position, Unit};
-    use crate::event::{Amount, CurrencyCode, MatchKey, MatchKeyType};
+    use crate::event::{Amount, ConversionEvent, CurrencyCode, MatchKey, MatchKeyType, MatchValue};
 
     fn event(source: Source, record: u64) -> Validated {
         Validated {
@@ -285,23 +184,112 @@ mod tests {
             )
     }
 
+    #[derive(serde::Deserialize)]
+    #[serde(rename_all = "camelCase")]
+    struct Request<'a> {
+        source: &'a str,
+        #[serde(borrow)]
+        event_data: Vec<&'a serde_json::value::RawValue>,
+    }
+
+    /// The keys of a JSON object, in the order written.
+    struct Keys(Vec<String>);
+
+    impl Keys {
+        fn of(json: &str) -> Vec<String> {
+            serde_json::from_str::<Keys>(json).unwrap().0
+        }
+    }
+
+    impl<'de> serde::Deserialize<'de> for Keys {
+        fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+            struct Visit;
+            impl<'de> serde::de::Visitor<'de> for Visit {
+                type Value = Keys;
+                fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                    f.write_str("an object")
+                }
+                fn visit_map<A: serde::de::MapAccess<'de>>(
+                    self,
+                    mut map: A,
+                ) -> Result<Keys, A::Error> {
+                    let mut keys = Vec::new();
+                    while let Some((key, serde::de::IgnoredAny)) = map.next_entry()? {
+                        keys.push(key);
+                    }
+                    Ok(Keys(keys))
+                }
+            }
+            d.deserialize_map(Visit)
+        }
+    }
+
+    /// What the DSP must read for `e`, from its fields: the keys in its order, and the value.
+    fn expected(e: &ConversionEvent) -> (Vec<&'static str>, serde_json::Value) {
+        let mut value = serde_json::json!({
+            "conversionDefinitionId": &*e.conversion_definition_id,
+            "name": &*e.name,
+            "timestamp": e.timestamp.as_str(),
+            "countryCode": e.country_code,
+            "matchKeys": e.match_keys.iter().map(|k| serde_json::json!({
+                "type": k.kind.as_str(),
+                "values": k.values.iter().map(|v| v.to_string()).collect::<Vec<_>>(),
+            })).collect::<Vec<_>>(),
+            "clientDedupeId": e.client_dedupe_id.as_str(),
+        });
+        let mut keys = vec![
+            "conversionDefinitionId",
+            "name",
+            "timestamp",
+            "countryCode",
+            "matchKeys",
+            "clientDedupeId",
+        ];
+        let optional = [
+            (
+                "value",
+                e.value.map(|a| serde_json::json!(a.cents() as f64 / 100.0)),
+            ),
+            (
+                "currencyCode",
+                e.currency_code.map(|c| serde_json::json!(c.as_str())),
+            ),
+            ("unitsSold", e.units_sold.map(|u| serde_json::json!(u))),
+            (
+                "dataProcessingOptions",
+                e.data_processing_options.map(|o| serde_json::json!(o)),
+            ),
+        ];
+        for (key, field) in optional {
+            if let Some(field) = field {
+                keys.push(key);
+                value[key] = field;
+            }
+        }
+        (keys, value)
+    }
+
     proptest! {
         #[test]
-        fn hand_written_bodies_are_what_serde_json_writes(events in prop::collection::vec(arbitrary_event(), 1..5)) {
+        fn bodies_are_json_holding_every_field_in_the_dsp_order(
+            events in prop::collection::vec(arbitrary_event(), 1..5),
+        ) {
             let validated: Vec<Validated> = events.iter().enumerate().map(|(i, e)| {
                 let mut v = event(Source::AmazonAdTag, i as u64);
                 v.event = e.clone();
                 v
             }).collect();
-            #[derive(serde::Serialize)]
-            #[serde(rename_all = "camelCase")]
-            struct Expected<'a> {
-                source: Source,
-                event_data: &'a [ConversionEvent],
-            }
-            let expected = serde_json::to_vec(&Expected { source: Source::AmazonAdTag, event_data: &events }).unwrap();
             let got = body(Source::AmazonAdTag, &validated);
-            prop_assert_eq!(String::from_utf8(got).unwrap(), String::from_utf8(expected).unwrap());
+            let request: Request<'_> = serde_json::from_slice(&got).unwrap();
+            prop_assert_eq!(Keys::of(std::str::from_utf8(&got).unwrap()), ["source", "eventData"]);
+            prop_assert_eq!(request.source, "AMAZON_AD_TAG");
+            prop_assert_eq!(request.event_data.len(), events.len());
+            for (raw, e) in request.event_data.iter().zip(&events) {
+                let (keys, value) = expected(e);
+                prop_assert_eq!(Keys::of(raw.get()), keys);
+                let json: serde_json::Value = serde_json::from_str(raw.get()).unwrap();
+                prop_assert_eq!(json, value);
+            }
         }
 
         #[test]

@@ -2,10 +2,12 @@
 //! rejected ([`Reason`], [`Rejection`]), and how each event or request ends ([`Disposition`]).
 //! It imports nothing else of the crate.
 
+mod codes;
 pub mod disposition;
 pub mod origin;
 pub mod reason;
 
+pub(crate) use codes::code_enum;
 pub use disposition::{Cause, Disposition};
 pub use origin::{Origin, Position, Resume, Unit};
 pub use reason::{Reason, Rejection};

@@ -3,64 +3,68 @@
 
 use std::fmt;
 
-/// The reason code of a rejection.
-#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum Reason {
-    /// The record is not valid JSON.
-    InvalidJson,
-    /// The CSV row or header cannot be read.
-    InvalidCsv,
-    /// The text is not UTF-8.
-    InvalidEncoding,
-    /// A record (line, row, element) is longer than the limit.
-    RecordTooLarge,
-    /// The object is larger than the limit after decompression.
-    ObjectTooLarge,
-    /// The object's format cannot be told from its key or content type.
-    UnsupportedFormat,
-    /// The object no longer exists.
-    ObjectNotFound,
-    /// The gzip stream is corrupt or truncated.
-    CorruptGzip,
-    /// A field or column this function does not know.
-    UnknownField,
-    /// A required field is missing.
-    MissingField,
-    /// A field has the wrong type or value.
-    InvalidField,
-    /// Two fields of the two event shapes say the same thing.
-    ConflictingFields,
-    /// The timestamp is not ISO-8601 with an offset.
-    InvalidTimestamp,
-    /// The timestamp is more than 7 days old.
-    TimestampTooOld,
-    /// The timestamp is more than 5 minutes in the future.
-    TimestampInFuture,
-    /// Not an ISO 3166-1 alpha-2 code.
-    InvalidCountryCode,
-    /// Not a currency the DSP accepts.
-    InvalidCurrencyCode,
-    /// Not a usable conversion value.
-    InvalidValue,
-    /// A match key or identifier that cannot be used.
-    InvalidMatchKey,
-    /// A `userIdentifier` whose type cannot be told.
-    AmbiguousIdentifier,
-    /// No `conversionDefinitionId` and no mapping for the conversion type.
-    NoConversionDefinition,
-    /// The conversion definition named (by id, name or configuration) is not one of the
-    /// advertiser's, or a name names several.
-    UnknownConversionDefinition,
-    /// The event names a source other than its conversion definition's.
-    SourceMismatch,
-    /// The event's conversion definition has a source whose events cannot be imported (`MMP`).
-    UnsupportedSource,
-    /// A source other than `AMAZON_AD_TAG` / `SERVER_TO_SERVER`.
-    InvalidSource,
-    /// The DSP rejected the event; its code.
-    Dsp(String),
-    /// The DSP answered 400 to a request holding only this event.
-    DspBadRequest,
+super::code_enum! {
+    /// The reason code of a rejection.
+    #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+    pub enum Reason {
+        /// The record is not valid JSON.
+        InvalidJson = "INVALID_JSON",
+        /// The CSV row or header cannot be read.
+        InvalidCsv = "INVALID_CSV",
+        /// The text is not UTF-8.
+        InvalidEncoding = "INVALID_ENCODING",
+        /// A record (line, row, element) is longer than the limit.
+        RecordTooLarge = "RECORD_TOO_LARGE",
+        /// The object is larger than the limit after decompression.
+        ObjectTooLarge = "OBJECT_TOO_LARGE",
+        /// The object's format cannot be told from its key or content type.
+        UnsupportedFormat = "UNSUPPORTED_FORMAT",
+        /// The object no longer exists.
+        ObjectNotFound = "OBJECT_NOT_FOUND",
+        /// The gzip stream is corrupt or truncated.
+        CorruptGzip = "CORRUPT_GZIP",
+        /// A field or column this function does not know.
+        UnknownField = "UNKNOWN_FIELD",
+        /// A required field is missing.
+        MissingField = "MISSING_FIELD",
+        /// A field has the wrong type or value.
+        InvalidField = "INVALID_FIELD",
+        /// Two fields of the two event shapes say the same thing.
+        ConflictingFields = "CONFLICTING_FIELDS",
+        /// The timestamp is not ISO-8601 with an offset.
+        InvalidTimestamp = "INVALID_TIMESTAMP",
+        /// The timestamp is more than 7 days old.
+        TimestampTooOld = "TIMESTAMP_TOO_OLD",
+        /// The timestamp is more than 5 minutes in the future.
+        TimestampInFuture = "TIMESTAMP_IN_FUTURE",
+        /// Not an ISO 3166-1 alpha-2 code.
+        InvalidCountryCode = "INVALID_COUNTRY_CODE",
+        /// Not a currency the DSP accepts.
+        InvalidCurrencyCode = "INVALID_CURRENCY_CODE",
+        /// Not a usable conversion value.
+        InvalidValue = "INVALID_VALUE",
+        /// A match key or identifier that cannot be used.
+        InvalidMatchKey = "INVALID_MATCH_KEY",
+        /// A `userIdentifier` whose type cannot be told.
+        AmbiguousIdentifier = "AMBIGUOUS_IDENTIFIER",
+        /// No `conversionDefinitionId` and no mapping for the conversion type.
+        NoConversionDefinition = "NO_CONVERSION_DEFINITION",
+        /// The conversion definition named (by id, name or configuration) is not one of the
+        /// advertiser's, or a name names several.
+        UnknownConversionDefinition = "UNKNOWN_CONVERSION_DEFINITION",
+        /// The event names a source other than its conversion definition's.
+        SourceMismatch = "SOURCE_MISMATCH",
+        /// The event's conversion definition has a source whose events cannot be imported (`MMP`).
+        UnsupportedSource = "UNSUPPORTED_SOURCE",
+        /// A source other than `AMAZON_AD_TAG` / `SERVER_TO_SERVER`.
+        InvalidSource = "INVALID_SOURCE",
+        /// The DSP answered 400 to a request holding only this event.
+        DspBadRequest = "DSP_BAD_REQUEST",
+    }
+    else {
+        /// The DSP rejected the event; its code.
+        Dsp(String),
+    }
 }
 
 impl Reason {
@@ -68,40 +72,7 @@ impl Reason {
     pub fn code(&self) -> String {
         match self {
             Reason::Dsp(code) if !code.is_empty() => format!("DSP_{code}"),
-            Reason::Dsp(_) => "DSP_REJECTED".to_owned(),
-            other => other.static_code().to_owned(),
-        }
-    }
-
-    fn static_code(&self) -> &'static str {
-        match self {
-            Reason::InvalidJson => "INVALID_JSON",
-            Reason::InvalidCsv => "INVALID_CSV",
-            Reason::InvalidEncoding => "INVALID_ENCODING",
-            Reason::RecordTooLarge => "RECORD_TOO_LARGE",
-            Reason::ObjectTooLarge => "OBJECT_TOO_LARGE",
-            Reason::UnsupportedFormat => "UNSUPPORTED_FORMAT",
-            Reason::ObjectNotFound => "OBJECT_NOT_FOUND",
-            Reason::CorruptGzip => "CORRUPT_GZIP",
-            Reason::UnknownField => "UNKNOWN_FIELD",
-            Reason::MissingField => "MISSING_FIELD",
-            Reason::InvalidField => "INVALID_FIELD",
-            Reason::ConflictingFields => "CONFLICTING_FIELDS",
-            Reason::InvalidTimestamp => "INVALID_TIMESTAMP",
-            Reason::TimestampTooOld => "TIMESTAMP_TOO_OLD",
-            Reason::TimestampInFuture => "TIMESTAMP_IN_FUTURE",
-            Reason::InvalidCountryCode => "INVALID_COUNTRY_CODE",
-            Reason::InvalidCurrencyCode => "INVALID_CURRENCY_CODE",
-            Reason::InvalidValue => "INVALID_VALUE",
-            Reason::InvalidMatchKey => "INVALID_MATCH_KEY",
-            Reason::AmbiguousIdentifier => "AMBIGUOUS_IDENTIFIER",
-            Reason::NoConversionDefinition => "NO_CONVERSION_DEFINITION",
-            Reason::UnknownConversionDefinition => "UNKNOWN_CONVERSION_DEFINITION",
-            Reason::SourceMismatch => "SOURCE_MISMATCH",
-            Reason::UnsupportedSource => "UNSUPPORTED_SOURCE",
-            Reason::InvalidSource => "INVALID_SOURCE",
-            Reason::Dsp(_) => "DSP_REJECTED",
-            Reason::DspBadRequest => "DSP_BAD_REQUEST",
+            other => other.static_code().unwrap_or("DSP_REJECTED").to_owned(),
         }
     }
 }
@@ -131,6 +102,26 @@ impl Rejection {
             reason,
             message: message.into(),
             event: None,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn codes_of_rules_and_of_the_dsp() {
+        assert_eq!(Reason::InvalidJson.code(), "INVALID_JSON");
+        assert_eq!(Reason::DspBadRequest.to_string(), "DSP_BAD_REQUEST");
+        assert_eq!(
+            Reason::Dsp("INVALID_ARGUMENT".into()).code(),
+            "DSP_INVALID_ARGUMENT"
+        );
+        assert_eq!(Reason::Dsp(String::new()).code(), "DSP_REJECTED");
+        for (reason, code) in Reason::ALL.into_iter().zip(Reason::CODES) {
+            assert_eq!(reason.code(), code);
+            assert_eq!(Reason::parse(code), Some(reason));
         }
     }
 }

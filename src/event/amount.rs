@@ -1,8 +1,6 @@
 //! Conversion values: decimal text rounded to cents (half away from zero), without ever going
 //! through a binary float, so that `0.125` becomes `0.13` as a person expects.
 
-use serde::{Serialize, Serializer};
-
 /// An amount in hundredths, at most [`Amount::MAX_CENTS`] either side of zero.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub struct Amount(u64, bool);
@@ -130,16 +128,6 @@ impl Amount {
     }
 }
 
-/// A JSON number with at most two decimals: `12.34`, `5.0`.
-impl Serialize for Amount {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        // Exact: cents < 2^53, and the division is correctly rounded, so the shortest
-        // representation printed is the decimal with at most two places.
-        let units = self.0 as f64 / 100.0;
-        s.serialize_f64(if self.1 { -units } else { units })
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -168,7 +156,6 @@ mod tests {
     fn negative_amounts_keep_their_sign() {
         let a = Amount::parse("-1.505").unwrap();
         assert_eq!((a.cents(), a.is_negative()), (151, true));
-        assert_eq!(serde_json::to_string(&a).unwrap(), "-1.51");
         assert!(!Amount::parse("-0.001").unwrap().is_negative());
         assert!(!Amount::parse("2").unwrap().is_negative());
     }
@@ -184,15 +171,6 @@ mod tests {
         assert_eq!(cents("1e-400"), Ok(0));
     }
 
-    #[test]
-    fn serializes_with_at_most_two_decimals() {
-        let text = |s| serde_json::to_string(&Amount::parse(s).unwrap()).unwrap();
-        assert_eq!(text("12.345"), "12.35");
-        assert_eq!(text("0.1"), "0.1");
-        assert_eq!(text("7"), "7.0");
-        assert_eq!(text("9999999999999.99"), "9999999999999.99");
-    }
-
     proptest! {
         #[test]
         fn the_fast_path_agrees_with_the_general_one(
@@ -201,12 +179,6 @@ mod tests {
             if let Some(fast) = Amount::parse_plain(&text) {
                 prop_assert_eq!(Ok(fast), Amount::parse_general(&text), "{}", text);
             }
-        }
-
-        #[test]
-        fn serialized_amounts_parse_back(c in 0u64..=Amount::MAX_CENTS) {
-            let text = serde_json::to_string(&Amount(c, false)).unwrap();
-            prop_assert_eq!(cents(&text), Ok(c));
         }
     }
 }

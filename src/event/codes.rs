@@ -1,7 +1,5 @@
 //! The closed vocabularies of the DSP event: country codes, currency codes, sources.
 
-use serde::Serialize;
-
 /// ISO 3166-1 alpha-2 codes, sorted for binary search.
 const COUNTRIES: [&str; 249] = [
     "AD", "AE", "AF", "AG", "AI", "AL", "AM", "AO", "AQ", "AR", "AS", "AT", "AU", "AW", "AX", "AZ",
@@ -48,8 +46,7 @@ pub fn country_code(s: &str) -> Option<&'static str> {
 }
 
 /// A currency the DSP accepts.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
-#[serde(transparent)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct CurrencyCode(&'static str);
 
 impl CurrencyCode {
@@ -77,39 +74,19 @@ impl CurrencyCode {
     }
 }
 
-/// Where the DSP is told events come from; one per request.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
-pub enum Source {
-    /// Events observed by the Amazon ad tag.
-    #[serde(rename = "AMAZON_AD_TAG")]
-    AmazonAdTag,
-    /// Events sent from the advertiser's servers.
-    #[default]
-    #[serde(rename = "SERVER_TO_SERVER")]
-    ServerToServer,
+crate::domain::code_enum! {
+    /// Where the DSP is told events come from; one per request.
+    #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
+    pub enum Source {
+        /// Events observed by the Amazon ad tag.
+        AmazonAdTag = "AMAZON_AD_TAG",
+        /// Events sent from the advertiser's servers.
+        #[default]
+        ServerToServer = "SERVER_TO_SERVER",
+    }
 }
 
 impl Source {
-    /// Both sources, in a fixed order.
-    pub const ALL: [Source; 2] = [Source::AmazonAdTag, Source::ServerToServer];
-
-    /// Parses the DSP's name of a source (exact, upper case).
-    pub fn parse(s: &str) -> Option<Self> {
-        match s {
-            "AMAZON_AD_TAG" => Some(Self::AmazonAdTag),
-            "SERVER_TO_SERVER" => Some(Self::ServerToServer),
-            _ => None,
-        }
-    }
-
-    /// The DSP's name of the source.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::AmazonAdTag => "AMAZON_AD_TAG",
-            Self::ServerToServer => "SERVER_TO_SERVER",
-        }
-    }
-
     /// Index into per-source arrays.
     pub fn index(self) -> usize {
         self as usize

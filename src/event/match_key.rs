@@ -11,72 +11,41 @@ use smallvec::SmallVec;
 use super::phone::{self, PhoneError};
 use crate::read::record::trim;
 
-/// The kind of a match key.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
-pub enum MatchKeyType {
-    /// Street address.
-    Address,
-    /// City.
-    City,
-    /// Email address.
-    Email,
-    /// First name.
-    FirstName,
-    /// Last name.
-    LastName,
-    /// Mobile advertising id; sent as given.
-    Maid,
-    /// Phone number.
-    Phone,
-    /// Postal code.
-    Postal,
-    /// LiveRamp id; sent as given.
-    RampId,
-    /// State or province.
-    State,
+crate::domain::code_enum! {
+    /// The kind of a match key.
+    #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+    pub enum MatchKeyType {
+        /// Street address.
+        Address = "ADDRESS",
+        /// City.
+        City = "CITY",
+        /// Email address.
+        Email = "EMAIL",
+        /// First name.
+        FirstName = "FIRST_NAME",
+        /// Last name.
+        LastName = "LAST_NAME",
+        /// Mobile advertising id; sent as given.
+        Maid = "MAID",
+        /// Phone number.
+        Phone = "PHONE",
+        /// Postal code.
+        Postal = "POSTAL",
+        /// LiveRamp id; sent as given.
+        RampId = "RAMP_ID",
+        /// State or province.
+        State = "STATE",
+    }
 }
 
 impl MatchKeyType {
-    /// The DSP's name of the type.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Address => "ADDRESS",
-            Self::City => "CITY",
-            Self::Email => "EMAIL",
-            Self::FirstName => "FIRST_NAME",
-            Self::LastName => "LAST_NAME",
-            Self::Maid => "MAID",
-            Self::Phone => "PHONE",
-            Self::Postal => "POSTAL",
-            Self::RampId => "RAMP_ID",
-            Self::State => "STATE",
-        }
-    }
-
-    /// Every type, for messages.
-    pub const NAMES: &'static str =
-        "ADDRESS CITY EMAIL FIRST_NAME LAST_NAME MAID PHONE POSTAL RAMP_ID STATE";
-
-    /// Parses the DSP's name of a type, in any case.
-    pub fn parse(s: &str) -> Option<Self> {
-        const TYPES: [(&str, MatchKeyType); 10] = [
-            ("ADDRESS", MatchKeyType::Address),
-            ("CITY", MatchKeyType::City),
-            ("EMAIL", MatchKeyType::Email),
-            ("FIRST_NAME", MatchKeyType::FirstName),
-            ("LAST_NAME", MatchKeyType::LastName),
-            ("MAID", MatchKeyType::Maid),
-            ("PHONE", MatchKeyType::Phone),
-            ("POSTAL", MatchKeyType::Postal),
-            ("RAMP_ID", MatchKeyType::RampId),
-            ("STATE", MatchKeyType::State),
-        ];
+    /// Parses the DSP's name of a type in any case, ignoring the spaces around it.
+    pub fn parse_any_case(s: &str) -> Option<Self> {
         let s = trim(s);
-        TYPES
+        Self::CODES
             .iter()
-            .find(|(name, _)| name.eq_ignore_ascii_case(s))
-            .map(|&(_, kind)| kind)
+            .position(|code| code.eq_ignore_ascii_case(s))
+            .map(|i| Self::ALL[i])
     }
 
     /// Whether the DSP wants values of this type hashed (all but MAID and RAMP_ID).

@@ -9,12 +9,12 @@ pub mod match_key;
 pub mod phone;
 mod text;
 pub mod timestamp;
+mod wire;
 
 use std::borrow::Cow;
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use serde::Serialize;
 use smallvec::{smallvec, SmallVec};
 use time::{Duration, OffsetDateTime};
 
@@ -32,9 +32,8 @@ use crate::read::RawEvent;
 /// The only `dataProcessingOptions` value the DSP knows.
 const LIMITED_DATA_USE: &str = "LIMITED_DATA_USE";
 
-/// One event as the DSP receives it.
-#[derive(Clone, Debug, PartialEq, Serialize)]
-#[serde(rename_all = "camelCase")]
+/// One event as the DSP receives it; [`ConversionEvent::write_json`] writes its JSON.
+#[derive(Clone, Debug, PartialEq)]
 pub struct ConversionEvent {
     /// Conversion definition of the advertiser (shared: most events name a configured one).
     pub conversion_definition_id: Arc<str>,
@@ -49,16 +48,12 @@ pub struct ConversionEvent {
     /// Given, or derived from the origin.
     pub client_dedupe_id: Text,
     /// Value, 2 decimals.
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub value: Option<Amount>,
     /// Currency of the value.
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub currency_code: Option<CurrencyCode>,
     /// Units sold.
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub units_sold: Option<u64>,
     /// `LIMITED_DATA_USE`.
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub data_processing_options: Option<&'static str>,
 }
 
@@ -77,7 +72,9 @@ impl ConversionEvent {
                 }
             }
         }
-        serde_json::to_value(&copy).unwrap_or(serde_json::Value::Null)
+        let mut json = Vec::new();
+        copy.write_json(&mut json);
+        serde_json::from_slice(&json).unwrap_or(serde_json::Value::Null)
     }
 }
 
@@ -601,7 +598,7 @@ fn user_identifier(
     let kind = match present(raw.user_identifier_type) {
         Some(f) => {
             let s = string(f, "userIdentifierType")?;
-            MatchKeyType::parse(&s).ok_or_else(|| {
+            MatchKeyType::parse_any_case(&s).ok_or_else(|| {
                 invalid(
                     Reason::InvalidMatchKey,
                     format!(
@@ -664,7 +661,7 @@ fn match_keys(
     keys.into_iter()
         .enumerate()
         .map(|(i, key)| {
-            let kind = MatchKeyType::parse(&key.kind).ok_or_else(|| {
+            let kind = MatchKeyType::parse_any_case(&key.kind).ok_or_else(|| {
                 invalid(
                     Reason::InvalidMatchKey,
                     format!(
@@ -712,7 +709,7 @@ pub fn redact(raw: &RawEvent<'_>) -> serde_json::Value {
             "userIdentifier" => {
                 let kind = present(raw.user_identifier_type)
                     .and_then(|f| f.as_str().ok())
-                    .and_then(|s| MatchKeyType::parse(&s));
+                    .and_then(|s| MatchKeyType::parse_any_case(&s));
                 match field.as_str() {
                     Ok(s) => match_key::redact(kind.or_else(|| MatchKeyType::detect(&s)), &s, country).into(),
                     Err(_) => serde_json::Value::Null,
@@ -722,7 +719,7 @@ pub fn redact(raw: &RawEvent<'_>) -> serde_json::Value {
                 Some(keys) => keys
                     .iter()
                     .map(|k| {
-                        let kind = MatchKeyType::parse(&k.kind);
+                        let kind = MatchKeyType::parse_any_case(&k.kind);
                         serde_json::json!({
                             "type": k.kind,
                             "values": k.values.iter().map(|v| match_key::redact(kind, v, country)).collect::<Vec<_>>(),

@@ -58,7 +58,9 @@ fn simple() -> serde_json::Value {
 fn simple_shape_maps_to_the_dsp_event() {
     let v = check(simple()).unwrap();
     assert_eq!(v.source, Source::ServerToServer);
-    let body = serde_json::to_value(&v.event).unwrap();
+    let mut json = Vec::new();
+    v.event.write_json(&mut json);
+    let body: serde_json::Value = serde_json::from_slice(&json).unwrap();
     assert_eq!(
         body,
         json!({

@@ -4,7 +4,6 @@
 use std::fmt;
 use std::ops::Deref;
 
-use serde::{Serialize, Serializer};
 use smallvec::SmallVec;
 
 /// A string of at most 32 bytes stored in place, longer ones on the heap.
@@ -50,12 +49,6 @@ impl fmt::Debug for Text {
     }
 }
 
-impl Serialize for Text {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(self.as_str())
-    }
-}
-
 impl PartialEq<&str> for Text {
     fn eq(&self, other: &&str) -> bool {
         self.as_str() == *other
@@ -77,10 +70,6 @@ mod tests {
         ] {
             let t = Text::from(s);
             assert_eq!(t, s);
-            assert_eq!(
-                serde_json::to_string(&t).unwrap(),
-                serde_json::to_string(s).unwrap()
-            );
         }
     }
 }

@@ -123,80 +123,95 @@ fn json_type(text: &str) -> &'static str {
     }
 }
 
-/// One record of either event shape (DESIGN.md §1 and §3). Unknown fields are an error: a typo
-/// in a field name would otherwise drop data silently.
-#[derive(Debug, Default, Clone, Copy, Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub struct RawEvent<'a> {
-    /// DSP shape: id of the conversion definition.
-    #[serde(borrow)]
-    pub conversion_definition_id: Option<Field<'a>>,
-    /// DSP shape: name of the event.
-    #[serde(borrow)]
-    pub name: Option<Field<'a>>,
-    /// DSP shape: ISO-8601 time with offset.
-    #[serde(borrow)]
-    pub timestamp: Option<Field<'a>>,
-    /// Country of the event.
-    #[serde(borrow)]
-    pub country_code: Option<Field<'a>>,
-    /// DSP shape: `[{"type", "values"}]`.
-    #[serde(borrow)]
-    pub match_keys: Option<Field<'a>>,
-    /// Deduplication id.
-    #[serde(borrow)]
-    pub client_dedupe_id: Option<Field<'a>>,
-    /// DSP shape: value of the conversion.
-    #[serde(borrow)]
-    pub value: Option<Field<'a>>,
-    /// Currency of the value.
-    #[serde(borrow)]
-    pub currency_code: Option<Field<'a>>,
-    /// Units sold.
-    #[serde(borrow)]
-    pub units_sold: Option<Field<'a>>,
-    /// DSP shape: `LIMITED_DATA_USE`.
-    #[serde(borrow)]
-    pub data_processing_options: Option<Field<'a>>,
-    /// Simple shape: time of the event.
-    #[serde(borrow)]
-    pub event_time: Option<Field<'a>>,
-    /// Simple shape: value of the conversion.
-    #[serde(borrow)]
-    pub conversion_value: Option<Field<'a>>,
-    /// Simple shape: the one user identifier.
-    #[serde(borrow)]
-    pub user_identifier: Option<Field<'a>>,
-    /// Simple shape: its type, when not guessed.
-    #[serde(borrow)]
-    pub user_identifier_type: Option<Field<'a>>,
-    /// Simple shape: the conversion type, mapped to a definition.
-    #[serde(borrow)]
-    pub conversion_type: Option<Field<'a>>,
-    /// The event's source, overriding the request's and the default.
-    #[serde(borrow)]
-    pub source: Option<Field<'a>>,
+/// Declares the fields of a record once, as `(rust_name, "jsonName")` with their docs, and
+/// generates from that list: [`RawEvent`] (serde reads each field by its JSON name),
+/// [`FIELD_NAMES`], the [`index`] of each field, [`RawEvent::field_mut`] and [`RawEvent::fields`].
+macro_rules! raw_event {
+    ($( $(#[$doc:meta])* ($field:ident, $name:literal), )+) => {
+        /// One record of either event shape (DESIGN.md §1 and §3). Unknown fields are an error: a
+        /// typo in a field name would otherwise drop data silently.
+        #[derive(Debug, Default, Clone, Copy, Deserialize)]
+        #[serde(deny_unknown_fields)]
+        pub struct RawEvent<'a> {
+            $(
+                $(#[$doc])*
+                #[serde(borrow, rename = $name)]
+                pub $field: Option<Field<'a>>,
+            )+
+        }
+
+        /// The field names, in the order of [`RawEvent::fields`].
+        pub const FIELD_NAMES: [&str; [$($name),+].len()] = [$($name),+];
+
+        /// Each field's index in [`FIELD_NAMES`], named after the field: what the readers use
+        /// with [`RawEvent::field_mut`].
+        #[allow(non_upper_case_globals)]
+        pub mod index {
+            #[allow(non_camel_case_types)]
+            enum Index {
+                $($field,)+
+            }
+
+            $(
+                #[doc = concat!("The index of `", $name, "`.")]
+                pub const $field: usize = Index::$field as usize;
+            )+
+        }
+
+        impl<'a> RawEvent<'a> {
+            /// Mutable access to a field by its [`index`]; used by the readers.
+            pub fn field_mut(&mut self, index: usize) -> Option<&mut Option<Field<'a>>> {
+                Some(match index {
+                    $( index::$field => &mut self.$field, )+
+                    _ => return None,
+                })
+            }
+
+            /// The present, non-null fields with their names.
+            pub fn fields(&self) -> impl Iterator<Item = (&'static str, Field<'a>)> + '_ {
+                [$(self.$field),+]
+                    .into_iter()
+                    .zip(FIELD_NAMES)
+                    .filter_map(|(f, name)| f.filter(|f| !f.is_null()).map(|f| (name, f)))
+            }
+        }
+    };
 }
 
-/// The field names, in the order of [`RawEvent::fields`].
-pub const FIELD_NAMES: [&str; 16] = [
-    "conversionDefinitionId",
-    "name",
-    "timestamp",
-    "countryCode",
-    "matchKeys",
-    "clientDedupeId",
-    "value",
-    "currencyCode",
-    "unitsSold",
-    "dataProcessingOptions",
-    "eventTime",
-    "conversionValue",
-    "userIdentifier",
-    "userIdentifierType",
-    "conversionType",
-    "source",
-];
+raw_event! {
+    /// DSP shape: id of the conversion definition.
+    (conversion_definition_id, "conversionDefinitionId"),
+    /// DSP shape: name of the event.
+    (name, "name"),
+    /// DSP shape: ISO-8601 time with offset.
+    (timestamp, "timestamp"),
+    /// Country of the event.
+    (country_code, "countryCode"),
+    /// DSP shape: `[{"type", "values"}]`.
+    (match_keys, "matchKeys"),
+    /// Deduplication id.
+    (client_dedupe_id, "clientDedupeId"),
+    /// DSP shape: value of the conversion.
+    (value, "value"),
+    /// Currency of the value.
+    (currency_code, "currencyCode"),
+    /// Units sold.
+    (units_sold, "unitsSold"),
+    /// DSP shape: `LIMITED_DATA_USE`.
+    (data_processing_options, "dataProcessingOptions"),
+    /// Simple shape: time of the event.
+    (event_time, "eventTime"),
+    /// Simple shape: value of the conversion.
+    (conversion_value, "conversionValue"),
+    /// Simple shape: the one user identifier.
+    (user_identifier, "userIdentifier"),
+    /// Simple shape: its type, when not guessed.
+    (user_identifier_type, "userIdentifierType"),
+    /// Simple shape: the conversion type, mapped to a definition.
+    (conversion_type, "conversionType"),
+    /// The event's source, overriding the request's and the default.
+    (source, "source"),
+}
 
 impl<'a> RawEvent<'a> {
     /// Parses one JSON object: the fast path for the common record, serde_json for the rest
@@ -207,54 +222,6 @@ impl<'a> RawEvent<'a> {
             Some(()) => Ok(event),
             None => serde_json::from_str(text),
         }
-    }
-
-    /// Mutable access to a field by its name in [`FIELD_NAMES`]; used by the CSV reader.
-    pub fn field_mut(&mut self, index: usize) -> Option<&mut Option<Field<'a>>> {
-        Some(match index {
-            0 => &mut self.conversion_definition_id,
-            1 => &mut self.name,
-            2 => &mut self.timestamp,
-            3 => &mut self.country_code,
-            4 => &mut self.match_keys,
-            5 => &mut self.client_dedupe_id,
-            6 => &mut self.value,
-            7 => &mut self.currency_code,
-            8 => &mut self.units_sold,
-            9 => &mut self.data_processing_options,
-            10 => &mut self.event_time,
-            11 => &mut self.conversion_value,
-            12 => &mut self.user_identifier,
-            13 => &mut self.user_identifier_type,
-            14 => &mut self.conversion_type,
-            15 => &mut self.source,
-            _ => return None,
-        })
-    }
-
-    /// The present, non-null fields with their names.
-    pub fn fields(&self) -> impl Iterator<Item = (&'static str, Field<'a>)> + '_ {
-        [
-            self.conversion_definition_id,
-            self.name,
-            self.timestamp,
-            self.country_code,
-            self.match_keys,
-            self.client_dedupe_id,
-            self.value,
-            self.currency_code,
-            self.units_sold,
-            self.data_processing_options,
-            self.event_time,
-            self.conversion_value,
-            self.user_identifier,
-            self.user_identifier_type,
-            self.conversion_type,
-            self.source,
-        ]
-        .into_iter()
-        .zip(FIELD_NAMES)
-        .filter_map(|(f, name)| f.filter(|f| !f.is_null()).map(|f| (name, f)))
     }
 }
 
@@ -312,6 +279,23 @@ mod tests {
         let ev = RawEvent::from_json(r#"{"name":null,"value":1}"#).unwrap();
         let names: Vec<_> = ev.fields().map(|(n, _)| n).collect();
         assert_eq!(names, ["value"]);
+    }
+
+    #[test]
+    fn indices_name_their_fields() {
+        assert_eq!(
+            FIELD_NAMES[index::conversion_definition_id],
+            "conversionDefinitionId"
+        );
+        assert_eq!(
+            FIELD_NAMES[index::user_identifier_type],
+            "userIdentifierType"
+        );
+        assert_eq!(index::source, FIELD_NAMES.len() - 1);
+        let mut ev = RawEvent::default();
+        *ev.field_mut(index::units_sold).unwrap() = Some(Field::Text("2"));
+        assert!(matches!(ev.units_sold, Some(Field::Text("2"))));
+        assert!(ev.field_mut(FIELD_NAMES.len()).is_none());
     }
 
     #[test]
