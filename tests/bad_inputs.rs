@@ -91,6 +91,7 @@ fn config(vars: &[(&str, &str)]) -> Config {
         .collect();
     Config::from_lookup(|name| match name {
         "DSP_SECRET_ID" => Some("unused".into()),
+        "DSP_LOOKUP_DEFINITIONS" => Some("false".into()),
         "DRY_RUN" => Some("true".into()),
         "DSP_CONVERSION_DEFINITIONS" => Some(r#"{"purchase":"def-1"}"#.into()),
         "MAX_OBJECT_BYTES" => Some((1 << 20).to_string()),

@@ -46,6 +46,7 @@ impl Chain {
             ("DSP_MAX_IN_FLIGHT", "1"),
             ("REJECTS_BUCKET", "rejects"),
             ("RETRY_QUEUE_URL", QUEUE),
+            ("DSP_LOOKUP_DEFINITIONS", "false"),
         ]
         .into_iter()
         .collect();

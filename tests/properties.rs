@@ -78,6 +78,7 @@ proptest! {
         let max_text = max.to_string();
         let config = Config::from_lookup(|name| match name {
             "DSP_SECRET_ID" => Some("unused".into()),
+        "DSP_LOOKUP_DEFINITIONS" => Some("false".into()),
             "DRY_RUN" => Some("true".into()),
             "DSP_DEFAULT_CONVERSION_DEFINITION_ID" => Some("d".into()),
             "DSP_MAX_EVENTS_PER_REQUEST" => Some(max_text.clone()),

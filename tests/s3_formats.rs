@@ -68,6 +68,7 @@ fn csv(events: &[Value]) -> Vec<u8> {
 async fn run(moto: &Moto, payload: Value) -> (Report, Vec<Value>) {
     let config = Config::from_lookup(|name| match name {
         "DSP_SECRET_ID" => Some("unused".into()),
+        "DSP_LOOKUP_DEFINITIONS" => Some("false".into()),
         "DRY_RUN" => Some("true".into()),
         "DSP_MAX_EVENTS_PER_REQUEST" => Some("10".into()),
         "DSP_CONVERSION_DEFINITIONS" => Some(r#"{"purchase":"def-1"}"#.into()),

@@ -15,6 +15,7 @@ const COUNTRIES: [&str; 4] = ["US", "GB", "DE", "FR"];
 pub fn config() -> Config {
     Config::from_lookup(|name| match name {
         "DSP_SECRET_ID" => Some("unused".into()),
+        "DSP_LOOKUP_DEFINITIONS" => Some("false".into()),
         "DRY_RUN" => Some("true".into()),
         "DSP_CONVERSION_DEFINITIONS" => Some(
             r#"{"purchase":"def-purchase","add_to_cart":"def-cart","sign_up":"def-signup"}"#.into(),

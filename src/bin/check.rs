@@ -47,6 +47,8 @@ async fn main() -> ExitCode {
         "DRY_RUN" => Some("true".into()),
         "REJECTS_BUCKET" | "RETRY_QUEUE_URL" => None,
         "DSP_SECRET_ID" => Some(std::env::var(name).unwrap_or_else(|_| "unused".into())),
+        // No credentials here: ids and the default only (a saved list resolves names).
+        "DSP_LOOKUP_DEFINITIONS" => Some("false".into()),
         _ => std::env::var(name).ok(),
     });
     let config = match config {

@@ -113,7 +113,7 @@ impl Pipeline {
     /// Runs one invocation. `bodies`, in a dry run, receives every request body as one line.
     pub async fn run(
         &self,
-        work: Work,
+        mut work: Work,
         invocation: Invocation,
         bodies: Option<Box<dyn Write + Send>>,
     ) -> Report {
@@ -160,16 +160,22 @@ impl Pipeline {
             cutoff: invocation.cutoff,
             continues: config.retry_queue_url.is_some() && !dry_run,
         };
-        if let Some(cause) = &waiting {
-            tracing::warn!(cause = %cause, "cannot list the conversion definitions; every event is redelivered");
-            stop.store(true, Ordering::Relaxed);
-        }
         let unit_messages: Vec<Option<String>> = work
             .units
             .iter()
             .map(|u| u.unit.message_id.clone())
             .collect();
-        let units = work.units;
+        let units = if let Some(cause) = &waiting {
+            tracing::warn!(cause = %cause, "cannot list the conversion definitions; every event is redelivered");
+            // Nothing is read: every unit is redelivered as a whole.
+            let mut l = lock(&ledger);
+            for unit in &work.units {
+                l.incomplete(unit.unit.index);
+            }
+            Vec::new()
+        } else {
+            std::mem::take(&mut work.units)
+        };
         let producer = tokio::task::spawn_blocking(move || reader.read_all(units, &tx));
 
         let outcome = if dry_run {

@@ -110,6 +110,8 @@ pub fn function_env(moto: &Moto, dsp: &FakeDsp, extra: &[(&str, &str)]) -> Vec<(
     let mut env = moto.env();
     env.extend(dsp.env());
     env.push(("DSP_SECRET_ID".into(), "dsp/creds".into()));
+    // The definitions are static here (ids from the map); tests of the lookup turn it on.
+    env.push(("DSP_LOOKUP_DEFINITIONS".into(), "false".into()));
     env.push((
         "DSP_CONVERSION_DEFINITIONS".into(),
         r#"{"purchase":"582947103856","signup":"582947103857"}"#.into(),
