@@ -8,6 +8,9 @@
 //!
 //! Run with `cargo bench --bench pipeline`; pin to one core with `taskset -c 0`.
 
+// criterion_group! and criterion_main! generate functions without docs.
+#![allow(missing_docs)]
+
 mod common;
 
 use std::hint::black_box;

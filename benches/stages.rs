@@ -2,6 +2,9 @@
 //! bodies, and SHA-256 per identifier. Run with `cargo bench --bench stages`; figures are in
 //! BENCHMARKS.md.
 
+// criterion_group! and criterion_main! generate functions without docs.
+#![allow(missing_docs)]
+
 mod common;
 
 use std::hint::black_box;

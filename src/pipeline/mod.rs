@@ -1,5 +1,5 @@
-//! One invocation, end to end: the reading side ([`reading`], a blocking thread) turns units into
-//! validated, batched events; the delivering side ([`delivering`]) posts the batches and books
+//! One invocation, end to end: the reading side (`reading`, a blocking thread) turns units into
+//! validated, batched events; the delivering side (`delivering`) posts the batches and books
 //! every event's disposition; then rejects are stored and the invocation is settled.
 
 mod delivering;
