@@ -3,7 +3,11 @@
 # a Lambda emulator, moto for S3/SQS/Secrets Manager and a fake Amazon DSP. Nothing leaves this
 # machine and nothing needs configuring.
 #
-#   ./scripts/demo.sh [--keep-logs]
+#   ./scripts/demo.sh [--keep-logs] [--keep]
+#
+# --keep leaves moto_server and the fake DSP running after a demo that passed and prints the
+# function's environment (export lines) and the `cargo lambda watch` / `cargo lambda invoke`
+# commands that run the function against them, and how to stop them: the local loop in one command.
 #
 # Needs python3 (3.11+) and, unless DEMO_BINARY names an already built function binary, cargo.
 # Installs with pip only what is missing (moto[server], boto3). See tools/demo.py for what the

@@ -6,10 +6,18 @@ Run it through ``./scripts/demo.sh``, which installs what is missing and builds 
 
 Usage
 -----
-    python3 tools/demo.py --binary target/debug/dsp-conversions [--keep-logs]
+    python3 tools/demo.py --binary target/debug/dsp-conversions [--keep-logs] [--keep]
+    python3 tools/demo.py --samples DIR
 
-  --binary PATH  the function's bootstrap binary (required)
+  --binary PATH  the function's bootstrap binary (required unless --samples)
   --keep-logs    keep the temporary directory with the logs (it is kept anyway when the demo fails)
+  --keep         after a demo that passed, leave moto_server and the fake DSP running (with the
+                 secret, buckets, queue and uploaded objects), write the samples with the demo's
+                 fresh timestamps and the function's environment into the temporary directory,
+                 and print the export lines, the cargo lambda watch / invoke commands and how to
+                 stop the services. Implies --keep-logs.
+  --samples DIR  only write the samples of events/ (data/* and the payloads *.json) into DIR with
+                 timestamps moved so that the newest is one hour old (scripts/samples.sh)
 
 What it does
 ------------
@@ -129,16 +137,28 @@ class Processes:
     def __init__(self):
         self.procs: list[tuple[str, subprocess.Popen]] = []
         self.lock = threading.Lock()
+        self.kept: set[str] = set()   # names that may outlive the demo (--keep)
 
-    def start(self, name, argv, **kwargs) -> subprocess.Popen:
-        proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, preexec_fn=_child_setup, **kwargs)
+    def start(self, name, argv, outlive=False, **kwargs) -> subprocess.Popen:
+        """Starts argv in its own process group; it dies with the demo unless outlive is set
+        (then only stop_all, or the user, stops it)."""
+        setup = os.setsid if outlive else _child_setup
+        proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, preexec_fn=setup, **kwargs)
         with self.lock:
             self.procs.append((name, proc))
         return proc
 
+    def keep(self, names):
+        """At exit, leave these running."""
+        self.kept = set(names)
+
+    def pid(self, name) -> int:
+        return next(proc.pid for n, proc in self.procs if n == name)
+
     def stop_all(self):
         with self.lock:
-            procs, self.procs = self.procs, []
+            procs = [(n, p) for n, p in self.procs if n not in self.kept]
+            self.procs = [(n, p) for n, p in self.procs if n in self.kept]
         for _, proc in reversed(procs):
             _signal_group(proc, signal.SIGTERM)
         deadline = time.monotonic() + 5
@@ -241,6 +261,37 @@ def shift_timestamps(text: str, delta: timedelta) -> str:
     return TIMESTAMP.sub(repl, text)
 
 
+def _text_of(name: str, raw: bytes) -> str:
+    return (gzip.decompress(raw) if name.endswith(".gz") else raw).decode()
+
+
+def fresh_samples(now: datetime | None = None) -> tuple[timedelta, dict[str, bytes]]:
+    """Every sample of events/ -- the data objects and the Lambda payloads, by path relative to
+    events/ -- with every timestamp moved by one delta, so that the newest is one hour old and
+    the samples keep their order across files (an event of a data file stays older than the S3
+    notification that announces it). The CSV's offset-less timestamp stays invalid, on purpose."""
+    paths = sorted(p for p in DATA.iterdir() if p.is_file()) + sorted(EVENTS.glob("*.json"))
+    texts = {str(p.relative_to(EVENTS)): _text_of(p.name, p.read_bytes()) for p in paths}
+    newest = newest_timestamp(texts.values())
+    target = (now or datetime.now(timezone.utc)) - timedelta(hours=1)
+    delta = timedelta(seconds=round((target - newest).total_seconds())) if newest else timedelta()
+    files = {}
+    for rel, text in texts.items():
+        body = shift_timestamps(text, delta).encode()
+        files[rel] = gzip.compress(body, mtime=0) if rel.endswith(".gz") else body
+    return delta, files
+
+
+def write_samples(dest: Path, now: datetime | None = None) -> timedelta:
+    """Writes fresh_samples() under dest (dest/data/..., dest/*.json); returns the delta."""
+    delta, files = fresh_samples(now)
+    for rel, body in files.items():
+        path = dest / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(body)
+    return delta
+
+
 # --------------------------------------------------------------------------------------------
 # The function's JSON log lines.
 
@@ -295,10 +346,12 @@ def problems_of(lines: list[dict]) -> list[str]:
 # --------------------------------------------------------------------------------------------
 
 class Demo:
-    def __init__(self, binary: Path, keep_logs: bool):
+    def __init__(self, binary: Path, keep_logs: bool, keep: bool = False):
         self.binary = binary
-        self.keep_logs = keep_logs
+        self.keep = keep
+        self.keep_logs = keep_logs or keep
         self.tmp = Path(tempfile.mkdtemp(prefix="dsp-conversions-demo-"))
+        self.samples = self.tmp / "samples"
         self.procs = Processes()
         self.function_log = FunctionLog(self.tmp / "function.log")
         self.invocations: list[dict] = []        # one per invocation, what the function reported
@@ -318,14 +371,14 @@ class Demo:
                     else [sys.executable, "-m", "moto.server"])
         with open(moto_log, "wb") as log:
             moto = self.procs.start("moto", moto_cmd + ["-H", "127.0.0.1", "-p", str(moto_port)],
-                                    stdout=log, stderr=subprocess.STDOUT)
+                                    outlive=self.keep, stdout=log, stderr=subprocess.STDOUT)
         self.moto_url = f"http://127.0.0.1:{moto_port}"
 
         dsp_log = self.tmp / "fake_dsp.log"
         with open(dsp_log, "wb") as log:
             dsp = self.procs.start("fake DSP", [sys.executable, str(ROOT / "tools/fake_dsp.py"),
                                                 "--port", "0", "--quiet"],
-                                   stdout=subprocess.PIPE, stderr=log)
+                                   outlive=self.keep, stdout=subprocess.PIPE, stderr=log)
         self.dsp_url = f"http://127.0.0.1:{read_listening_line(dsp, 'fake DSP')}"
 
         wait_for_http(self.moto_url + "/moto-api/", moto, "moto_server", moto_log)
@@ -396,32 +449,28 @@ class Demo:
     # ---- sample data ----
 
     def prepare_samples(self):
-        texts = {}
-        for name, _ in OBJECTS:
-            raw = (DATA / name).read_bytes()
-            texts[name] = (gzip.decompress(raw) if name.endswith(".gz") else raw).decode()
-        records = []
-        for sample in SQS_SAMPLES:
-            for i, rec in enumerate(json.loads((EVENTS / sample).read_text())["Records"], 1):
-                records.append((f"{sample} #{i}", rec))
-        newest = newest_timestamp(list(texts.values()) + [r["body"] for _, r in records])
-        now = datetime.now(timezone.utc)
-        target = now - timedelta(hours=1)
-        delta = timedelta(seconds=round((target - newest).total_seconds())) if newest else timedelta()
+        delta, files = fresh_samples()
         sign = "forward" if delta >= timedelta() else "back"
         print(f"\nSample timestamps moved {sign} by {_human(abs(delta))} so that the newest "
-              f"event is one hour old (the DSP takes events up to 7 days old).")
+              f"is one hour old (the DSP takes events up to 7 days old), as scripts/samples.sh "
+              f"does.")
+        if self.keep:
+            for rel, body in files.items():
+                (self.samples / rel).parent.mkdir(parents=True, exist_ok=True)
+                (self.samples / rel).write_bytes(body)
+        texts = {name: _text_of(name, files[f"data/{name}"]) for name, _ in OBJECTS}
+        records = []
+        for sample in SQS_SAMPLES:
+            for i, rec in enumerate(json.loads(files[sample])["Records"], 1):
+                records.append((f"{sample} #{i}", rec))
         self.objects = []
         print(f"Uploaded to s3://{UPLOADS}/:")
         for name, key in OBJECTS:
-            text = shift_timestamps(texts[name], delta)
-            body = text.encode()
-            if name.endswith(".gz"):
-                body = gzip.compress(body, mtime=0)
+            body = files[f"data/{name}"]
             etag = self.s3.put_object(Bucket=UPLOADS, Key=key, Body=body)["ETag"].strip('"')
             self.objects.append({"name": name, "key": key, "size": len(body), "etag": etag})
             print(f"  {key}  ({len(body)} bytes, from events/data/{name})")
-        self.messages = [(label, shift_timestamps(rec["body"], delta), rec.get("messageAttributes") or {})
+        self.messages = [(label, rec["body"], rec.get("messageAttributes") or {})
                          for label, rec in records]
         self.raw_identifiers = raw_identifiers(
             [texts[name] for name, _ in OBJECTS if ".csv" not in name] + [r["body"] for _, r in records],
@@ -678,6 +727,10 @@ class Demo:
         passed = all(ok for ok, _ in checks)
 
         self.keep_logs = self.keep_logs or not passed
+        if self.keep and passed:
+            self.print_local_loop()
+        elif self.keep:
+            print("\n--keep: the demo failed, so moto_server and the fake DSP are stopped too.")
         where = "kept" if self.keep_logs else "removed at exit; pass --keep-logs to keep it"
         print(f"\nFunction log (JSON lines): {self.function_log.path}  ({where})")
         print(f"DEMO {'PASSED' if passed else 'FAILED'} in {time.monotonic() - self.started:.1f} s")
@@ -687,6 +740,38 @@ class Demo:
                   "rejects_lines": len(rejects)}
         print("DEMO RESULT " + json.dumps(result), flush=True)
         return 0 if passed else 1
+
+    def print_local_loop(self):
+        """--keep: moto_server and the fake DSP stay up, with the secret, the buckets, the queue
+        and the uploaded objects; cargo lambda watch takes the emulator's place."""
+        self.procs.keep(["moto", "fake DSP"])
+        env = {k: v for k, v in self.function_env.items() if not k.startswith("AWS_LAMBDA_")}
+        env_file = self.tmp / "function.env"
+        # Single-quoted: cargo-lambda's --env-file reads the JSON of DSP_CONVERSION_DEFINITIONS
+        # only that way.
+        env_file.write_text("".join(f"{k}='{v}'\n" for k, v in env.items()))
+        pids = " ".join(f"-{self.procs.pid(n)}" for n in ("moto", "fake DSP"))
+        print(f"""
+--keep: moto_server ({self.moto_url}) and the fake DSP ({self.dsp_url}) are still running,
+with the secret, the buckets, the queue and the uploaded objects. The function's environment
+(also in {env_file}):
+""")
+        for k, v in env.items():
+            print(f"  export {k}='{v}'")
+        print(f"""
+Run the function under cargo-lambda (from {ROOT}; it serves port 9000):
+
+  cargo lambda watch --bin dsp-conversions --env-file {env_file}
+
+and invoke it from another terminal with the samples, whose timestamps the demo refreshed:
+
+  cargo lambda invoke dsp-conversions --data-file {self.samples}/sqs-simple-events.json
+  cargo lambda invoke dsp-conversions --data-file {self.samples}/s3-put.json
+
+Stop the services (each runs in its own process group), then remove the directory:
+
+  kill -- {pids}
+  rm -rf {self.tmp}""")
 
     def cleanup(self):
         self.procs.stop_all()
@@ -790,9 +875,22 @@ def _human(delta: timedelta) -> str:
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description="Runs dsp-conversions locally against moto and a fake DSP.")
-    parser.add_argument("--binary", required=True, help="the function's binary")
+    parser.add_argument("--binary", help="the function's binary")
     parser.add_argument("--keep-logs", action="store_true", help="keep the temporary log directory")
+    parser.add_argument("--keep", action="store_true",
+                        help="leave moto_server and the fake DSP running after the demo and print "
+                             "how to run the function against them with cargo-lambda")
+    parser.add_argument("--samples", metavar="DIR", type=Path,
+                        help="only write the samples of events/ with fresh timestamps into DIR")
     args = parser.parse_args(argv)
+    if args.samples:
+        delta = write_samples(args.samples)
+        sign = "forward" if delta >= timedelta() else "back"
+        print(f"samples of {EVENTS} written to {args.samples}, timestamps moved {sign} by "
+              f"{_human(abs(delta))} (the newest is one hour old)")
+        return 0
+    if not args.binary:
+        parser.error("--binary is required (or --samples DIR)")
     binary = Path(args.binary)
     if not (binary.is_file() and os.access(binary, os.X_OK)):
         print(f"demo: {binary} is not an executable file", file=sys.stderr)
@@ -803,7 +901,7 @@ def main(argv=None) -> int:
         del os.environ[name]
     os.environ["AWS_CONFIG_FILE"] = os.environ["AWS_SHARED_CREDENTIALS_FILE"] = os.devnull
 
-    demo = Demo(binary, args.keep_logs)
+    demo = Demo(binary, args.keep_logs, args.keep)
     atexit.register(demo.cleanup)
 
     def on_signal(signum, _frame):

@@ -137,8 +137,9 @@ fn header_columns(row: &::csv::StringRecord) -> Result<Vec<usize>, String> {
         let name = name.trim().trim_start_matches('\u{feff}');
         let Some(index) = FIELD_NAMES.iter().position(|f| *f == name) else {
             return Err(format!(
-                "unknown column {name:?} (column {}) in the header; known columns: {}",
+                "unknown column {name:?} (column {}) in the header; {}known columns: {}",
                 i + 1,
+                separator_hint(name),
                 FIELD_NAMES.join(", ")
             ));
         };
@@ -148,6 +149,34 @@ fn header_columns(row: &::csv::StringRecord) -> Result<Vec<usize>, String> {
         columns.push(index);
     }
     Ok(columns)
+}
+
+/// When an unknown column is really several known ones joined by another separator (a
+/// spreadsheet's `;` export, a tab or a `|`), says so: that is the fix, not the field name.
+fn separator_hint(column: &str) -> &'static str {
+    const OTHERS: [(char, &str); 3] = [
+        (
+            ';',
+            "the header looks separated by ';': CSV files must be comma-separated; ",
+        ),
+        (
+            '\t',
+            "the header looks separated by tabs: CSV files must be comma-separated; ",
+        ),
+        (
+            '|',
+            "the header looks separated by '|': CSV files must be comma-separated; ",
+        ),
+    ];
+    OTHERS
+        .iter()
+        .find(|(separator, _)| {
+            column.contains(*separator)
+                && column
+                    .split(*separator)
+                    .any(|part| FIELD_NAMES.contains(&part.trim()))
+        })
+        .map_or("", |(_, hint)| hint)
 }
 
 fn csv_error(
