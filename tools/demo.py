@@ -98,7 +98,19 @@ SECRET = {
 UPLOADS = "dsp-conversions-uploads"
 REJECTS = "dsp-conversions-rejects"
 QUEUE = "dsp-conversions"
-CONVERSION_DEFINITIONS = {"purchase": "582947103856", "signup": "582947103857"}
+# The advertiser's conversion definitions, as the fake DSP lists them: each has one source.
+DEFINITIONS = [
+    {"conversionDefinitionId": "582947103856", "name": "Purchase", "conversionType": "OFF_AMAZON_PURCHASES",
+     "source": "SERVER_TO_SERVER"},
+    {"conversionDefinitionId": "582947103857", "name": "Sign-up", "conversionType": "SIGN_UP",
+     "source": "SERVER_TO_SERVER"},
+    {"conversionDefinitionId": "582947103858", "name": "Web purchase", "conversionType": "OFF_AMAZON_PURCHASES",
+     "source": "AMAZON_AD_TAG"},
+    {"conversionDefinitionId": "582947103859", "name": "Web sign-up", "conversionType": "SIGN_UP",
+     "source": "AMAZON_AD_TAG"},
+]
+# Conversion types to definitions, by id or by the name shown in the DSP console.
+CONVERSION_DEFINITIONS = {"purchase": "582947103856", "signup": "Sign-up", "web_signup": "Web sign-up"}
 FUNCTION_TIMEOUT_S = 60
 
 # Data file -> the key the sample payload names (see events/README.md).
@@ -376,8 +388,10 @@ class Demo:
 
         dsp_log = self.tmp / "fake_dsp.log"
         with open(dsp_log, "wb") as log:
+            fake_config = self.tmp / "fake_dsp.json"
+            fake_config.write_text(json.dumps({"conversion_definitions": DEFINITIONS}))
             dsp = self.procs.start("fake DSP", [sys.executable, str(ROOT / "tools/fake_dsp.py"),
-                                                "--port", "0", "--quiet"],
+                                                "--port", "0", "--quiet", "--config", str(fake_config)],
                                    outlive=self.keep, stdout=subprocess.PIPE, stderr=log)
         self.dsp_url = f"http://127.0.0.1:{read_listening_line(dsp, 'fake DSP')}"
 

@@ -114,7 +114,7 @@ pub fn function_env(moto: &Moto, dsp: &FakeDsp, extra: &[(&str, &str)]) -> Vec<(
     env.push(("DSP_LOOKUP_DEFINITIONS".into(), "false".into()));
     env.push((
         "DSP_CONVERSION_DEFINITIONS".into(),
-        r#"{"purchase":"582947103856","signup":"582947103857"}"#.into(),
+        r#"{"purchase":"582947103856","signup":"582947103857","web_signup":"582947103859"}"#.into(),
     ));
     for (k, v) in extra {
         env.retain(|(key, _)| key != k);
