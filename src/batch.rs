@@ -91,7 +91,7 @@ impl Batcher {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use std::sync::Arc;
 
     use proptest::prelude::*;
@@ -101,7 +101,8 @@ mod tests {
     use crate::domain::{Origin, Position, Unit};
     use crate::event::{Amount, ConversionEvent, CurrencyCode, MatchKey, MatchKeyType, MatchValue};
 
-    fn event(source: Source, record: u64) -> Validated {
+    /// A valid event of `source` with dedupe id `record` (shared with the delivery tests).
+    pub(crate) fn event(source: Source, record: u64) -> Validated {
         Validated {
             event: ConversionEvent {
                 conversion_definition_id: "d".into(),

@@ -9,8 +9,7 @@ use serde_json::{json, Value};
 
 use super::double::{Scripted, ScriptedDsp};
 use super::*;
-use crate::domain::{Origin, Position, Unit};
-use crate::event::{ConversionEvent, MatchKey, MatchKeyType, MatchValue, Source};
+use crate::event::Source;
 use crate::store::Memory;
 
 const SECRET: &str =
@@ -44,28 +43,9 @@ fn dsp(max_attempts: u32) -> (Arc<Dsp>, Arc<ScriptedDsp>) {
 }
 
 fn event(name: &str, record: u64) -> Validated {
-    Validated {
-        event: ConversionEvent {
-            conversion_definition_id: "d".into(),
-            name: name.into(),
-            timestamp: "2026-11-28T00:00:00Z".into(),
-            country_code: "US",
-            match_keys: smallvec::smallvec![MatchKey {
-                kind: MatchKeyType::Maid,
-                values: smallvec::smallvec![MatchValue::Given("m".into())],
-            }],
-            client_dedupe_id: record.to_string().into(),
-            value: None,
-            currency_code: None,
-            units_sold: None,
-            data_processing_options: None,
-        },
-        source: Source::ServerToServer,
-        origin: Origin {
-            unit: Arc::new(Unit::message(0, "m")),
-            position: Position::at(record, None),
-        },
-    }
+    let mut v = crate::batch::tests::event(Source::ServerToServer, record);
+    v.event.name = name.into();
+    v
 }
 
 fn batch(names: &[&str]) -> Batch {
