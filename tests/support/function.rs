@@ -17,6 +17,8 @@ pub struct Function {
     /// The emulator's base URL.
     url: String,
     http: reqwest::Client,
+    /// Invocations answered so far.
+    invocations: std::sync::atomic::AtomicUsize,
 }
 
 /// The answer to one invocation.
@@ -52,6 +54,7 @@ impl Function {
         }
         let (proc, port) = Proc::spawn_listening(cmd);
         Self {
+            invocations: std::sync::atomic::AtomicUsize::new(0),
             proc,
             url: format!("http://127.0.0.1:{port}"),
             http: reqwest::Client::new(),
@@ -72,6 +75,8 @@ impl Function {
         let status = r.status().as_u16();
         let error = r.headers().contains_key("x-amz-function-error");
         let text = r.text().await.expect("body");
+        self.invocations
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         let body = serde_json::from_str(&text).unwrap_or(Value::String(text));
         Invoked {
             status,
@@ -81,20 +86,27 @@ impl Function {
         }
     }
 
-    /// Everything the function (and the emulator) logged.
+    /// Everything the function (and the emulator) logged. The logs arrive through a pipe read
+    /// by another thread: this waits (a few seconds at most, on a loaded machine) until every
+    /// invocation answered so far has its summary line.
     pub fn logs(&self) -> String {
-        self.proc.output()
+        let wanted = self.invocations.load(std::sync::atomic::Ordering::SeqCst);
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            let logs = self.proc.output();
+            if logs.lines().filter(|l| is_summary(l)).count() >= wanted || Instant::now() > deadline
+            {
+                return logs;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
     }
 
     /// The summary log lines (text format), parsed into `key=value` pairs.
     pub fn summaries(&self) -> Vec<HashMap<String, String>> {
         self.logs()
             .lines()
-            .filter(|l| {
-                l.contains(" summary ")
-                    || l.ends_with(" summary")
-                    || l.contains("summary received=")
-            })
+            .filter(|l| is_summary(l))
             .map(|l| {
                 l.split_whitespace()
                     .filter_map(|kv| kv.split_once('='))
@@ -121,4 +133,9 @@ pub fn function_env(moto: &Moto, dsp: &FakeDsp, extra: &[(&str, &str)]) -> Vec<(
         env.push(((*k).into(), (*v).into()));
     }
     env
+}
+
+/// Whether a log line is an invocation's summary line (text format).
+fn is_summary(line: &str) -> bool {
+    line.contains(" summary ") || line.ends_with(" summary") || line.contains("summary received=")
 }
