@@ -3,6 +3,7 @@
 
 use std::path::Path;
 
+use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_s3::operation::get_object::GetObjectError;
 use aws_sdk_s3::primitives::ByteStream;
 use aws_sdk_secretsmanager::operation::get_secret_value::GetSecretValueError;
@@ -14,6 +15,26 @@ use crate::store::{
     BoxFuture, MessageQueue, Object, ObjectStore, OpenError, Part, SecretError, SecretStore,
     StoreError,
 };
+
+/// Whether an AWS failure may pass by itself (a timeout, a network failure, throttling, a 5xx):
+/// the one place that tells transient AWS failures from those that need a person (access denied,
+/// a missing resource, a bad request).
+pub fn is_transient<E: ProvideErrorMetadata>(e: &SdkError<E>) -> bool {
+    match e {
+        SdkError::TimeoutError(_) | SdkError::DispatchFailure(_) | SdkError::ResponseError(_) => {
+            true
+        }
+        SdkError::ServiceError(service) => {
+            let status = service.raw().status().as_u16();
+            let throttled = service
+                .err()
+                .code()
+                .is_some_and(|c| c.contains("Throttl") || c.contains("TooManyRequests"));
+            status == 429 || status >= 500 || throttled
+        }
+        _ => false,
+    }
+}
 
 /// The SDK clients, built at their first use and kept across warm invocations. Building them
 /// reads the configuration chain and sets up TLS (several milliseconds), which a cold start
@@ -96,8 +117,8 @@ impl ObjectStore for Aws {
                         _ if status == Some(404) => Err(OpenError::NotFound),
                         _ if status == Some(412) => Err(OpenError::Changed),
                         _ if status == Some(416) => Err(OpenError::PastTheEnd),
-                        _ if status == Some(403) => Err(OpenError::Denied(describe(&e))),
-                        _ => Err(OpenError::Failed(describe(&e))),
+                        _ if is_transient(&e) => Err(OpenError::Failed(describe(&e))),
+                        _ => Err(OpenError::Denied(describe(&e))),
                     };
                 }
             };
@@ -171,22 +192,44 @@ impl SecretStore for Aws {
                 .secret_id(secret_id)
                 .send()
                 .await
-                .map_err(|e| {
-                    let status = e.raw_response().map(|r| r.status().as_u16());
-                    match e.as_service_error() {
-                        Some(GetSecretValueError::ResourceNotFoundException(_)) => {
-                            SecretError::NotFound
-                        }
-                        _ if status == Some(403) => SecretError::Denied(describe(&e)),
-                        _ if status == Some(400) && describe(&e).contains("AccessDenied") => {
-                            SecretError::Denied(describe(&e))
-                        }
-                        _ => SecretError::Failed(describe(&e)),
+                .map_err(|e| match e.as_service_error() {
+                    Some(GetSecretValueError::ResourceNotFoundException(_)) => {
+                        SecretError::NotFound
                     }
+                    _ if is_transient(&e) => SecretError::Failed(describe(&e)),
+                    _ => SecretError::Denied(describe(&e)),
                 })?;
             out.secret_string()
                 .map(str::to_owned)
                 .ok_or(SecretError::NotString)
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use aws_sdk_s3::config::http::HttpResponse;
+    use aws_sdk_s3::primitives::SdkBody;
+
+    fn service(status: u16, code: &str) -> SdkError<GetSecretValueError> {
+        let meta = aws_sdk_s3::error::ErrorMetadata::builder()
+            .code(code)
+            .build();
+        let err = GetSecretValueError::generic(meta);
+        let raw = HttpResponse::new(status.try_into().unwrap(), SdkBody::empty());
+        SdkError::service_error(err, raw)
+    }
+
+    #[test]
+    fn transient_aws_failures_are_told_from_the_rest() {
+        assert!(is_transient(&service(500, "InternalServiceError")));
+        assert!(is_transient(&service(400, "ThrottlingException")));
+        assert!(is_transient(&service(429, "TooManyRequestsException")));
+        assert!(!is_transient(&service(400, "AccessDeniedException")));
+        assert!(!is_transient(&service(403, "AccessDenied")));
+        assert!(!is_transient(&service(400, "DecryptionFailure")));
+        let timeout: SdkError<GetSecretValueError> = SdkError::timeout_error("slow");
+        assert!(is_transient(&timeout));
     }
 }
