@@ -51,7 +51,7 @@ for case in "${CASES[@]}"; do
   curl -sf -X POST "http://127.0.0.1:$DSP_PORT/_control/reset" >/dev/null
   curl -sf -X POST --data "{\"latency_ms\": $LATENCY_MS}" "http://127.0.0.1:$DSP_PORT/_control/config" >/dev/null
   EMU_PORT=$(free_port)
-  DSP_SECRET_ID=dsp DSP_API_URL=http://127.0.0.1:$DSP_PORT DSP_TOKEN_URL=http://127.0.0.1:$DSP_PORT/auth/o2/token \
+  DSP_SECRET_ID=dsp DSP_LOOKUP_DEFINITIONS=false DSP_API_URL=http://127.0.0.1:$DSP_PORT DSP_TOKEN_URL=http://127.0.0.1:$DSP_PORT/auth/o2/token \
     DSP_MAX_REQUESTS_PER_SECOND=$rps DSP_MAX_IN_FLIGHT=$inflight \
     DSP_CONVERSION_DEFINITIONS='{"purchase":"def-purchase","add_to_cart":"def-cart","sign_up":"def-signup"}' \
     python3 tools/lambda_emulator.py --quiet --port "$EMU_PORT" --timeout 900 -- "$BIN" \

@@ -57,7 +57,7 @@ PY
   rm -f "$file"
 
   EMU_PORT=$(free_port)
-  DSP_SECRET_ID=unused DRY_RUN=true \
+  DSP_SECRET_ID=unused DRY_RUN=true DSP_LOOKUP_DEFINITIONS=false \
     DSP_CONVERSION_DEFINITIONS='{"purchase":"def-purchase","add_to_cart":"def-cart","sign_up":"def-signup"}' \
     python3 tools/lambda_emulator.py --quiet --port "$EMU_PORT" --timeout 900 -- "$BIN" \
     >"$WORK/emulator-$size.log" 2>&1 &

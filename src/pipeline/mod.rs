@@ -197,7 +197,8 @@ impl Pipeline {
             }
         };
         let fatal = session.fatal().cloned().or(outcome.failure).or(waiting);
-        let resume_at = self.continue_objects(&read, fatal.is_some(), &ledger).await;
+        let (resume_at, continuations) =
+            self.continue_objects(&read, fatal.is_some(), &ledger).await;
 
         let rejects = lock(&ledger).take_rejects();
         let rejects_object = match self.store_rejects(rejects, &invocation).await {
@@ -244,7 +245,7 @@ impl Pipeline {
             reasons: l.reasons().clone(),
             rejects_object,
             resume_at,
-            continuations: read.continuations.len() as u64,
+            continuations,
             continuations_dropped: read.dropped,
         }
     }
@@ -265,7 +266,8 @@ impl Pipeline {
                 Input::Body(_) | Input::Object { .. } | Input::Continuation(_)
             )
         });
-        if !self.config.dsp.lookup_definitions || !needed {
+        // A dry run sends nothing to the DSP, not even the listing.
+        if !self.config.dsp.lookup_definitions || self.config.dry_run || !needed {
             return Ok(None);
         }
         match session.definitions().await? {
