@@ -277,16 +277,19 @@ impl Pipeline {
     }
 
     /// Sends the continuations of the objects that could not be read to the end; returns the
-    /// record the first one resumes at. When the invocation fails as a whole, none is sent:
-    /// the trigger's own retry reads those units again.
+    /// record the first one resumes at and how many were sent. When the invocation fails as a
+    /// whole, none is sent: the trigger's own retry reads those units again.
     async fn continue_objects(
         &self,
         read: &reading::Read,
         failed: bool,
         ledger: &Mutex<Ledger>,
-    ) -> Option<u64> {
-        let url = self.config.retry_queue_url.as_deref()?;
+    ) -> (Option<u64>, u64) {
+        let Some(url) = self.config.retry_queue_url.as_deref() else {
+            return (None, 0);
+        };
         let mut resume_at = None;
+        let mut sent_count = 0;
         for (unit, continuation) in &read.continuations {
             let sent = if failed {
                 false
@@ -306,11 +309,12 @@ impl Pipeline {
                     "the rest of the object continues in a later invocation"
                 );
                 resume_at = resume_at.or(Some(continuation.resume.record));
+                sent_count += 1;
             } else {
                 lock(ledger).incomplete(*unit);
             }
         }
-        resume_at
+        (resume_at, sent_count)
     }
 
     async fn store_rejects(
