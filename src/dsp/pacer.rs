@@ -36,9 +36,11 @@ struct State {
     updated: Instant,
     /// When the rate was last cut.
     cut: Option<Instant>,
-    /// Whether requests queued for a slot since the last update: growth only counts while the
-    /// rate, not the work available, is what limits sending.
+    /// Whether a request waited for its slot since the last update: growth only counts while
+    /// the rate, not the work available, is what limits sending.
     limited: bool,
+    /// The latest slot handed out: while it is ahead, a request is waiting for it.
+    last_slot: Instant,
 }
 
 /// The pacer: a reservation per request, spaced by the current rate.
@@ -66,6 +68,7 @@ impl Pacer {
                 updated: now,
                 cut: None,
                 limited: false,
+                last_slot: now,
             }),
         }
     }
@@ -83,18 +86,29 @@ impl Pacer {
     pub fn reserve(&self) -> Instant {
         let now = Instant::now();
         let mut s = self.state();
+        if s.next <= now {
+            // Idle since the last slot: time without work to send earns no growth.
+            s.updated = now;
+        }
         let at = now.max(s.next).max(s.paused_until);
         if at > now {
             s.limited = true;
         }
         s.next = at + Duration::from_secs_f64(1.0 / s.rate);
+        s.last_slot = at;
         at
     }
 
-    /// Waits for the next slot.
+    /// Waits for the next slot. A `Retry-After` that arrives while waiting holds the request
+    /// back too: it takes a new slot after the pause.
     pub async fn until_ready(&self) {
-        let at = self.reserve();
-        tokio::time::sleep_until(at.into()).await;
+        loop {
+            let at = self.reserve();
+            tokio::time::sleep_until(at.into()).await;
+            if self.state().paused_until <= Instant::now() {
+                return;
+            }
+        }
     }
 
     /// A request went through without throttling: grow.
@@ -103,7 +117,9 @@ impl Pacer {
         let mut s = self.state();
         let seconds = now.saturating_duration_since(s.updated).as_secs_f64();
         s.updated = now;
-        if !std::mem::take(&mut s.limited) {
+        // Several requests can wait for their slots at once: each answer while one still waits
+        // is limited time too.
+        if !std::mem::take(&mut s.limited) && s.last_slot <= now {
             return;
         }
         s.rate = match s.ceiling {
@@ -184,6 +200,44 @@ mod tests {
         }
         p.succeeded();
         assert_eq!(p.rate(), 8.0, "capped at the whole budget");
+    }
+
+    #[test]
+    fn every_answer_while_requests_wait_for_slots_is_limited_time() {
+        let p = Pacer::new(4, 4);
+        for _ in 0..3 {
+            p.reserve();
+        }
+        for _ in 0..2 {
+            p.state().updated -= Duration::from_secs(1);
+            p.succeeded();
+        }
+        // Two seconds of growth, though the three requests reserved their slots at once.
+        assert!((p.rate() - 1.15f64.powi(2)).abs() < 1e-3, "{}", p.rate());
+    }
+
+    #[test]
+    fn idle_time_earns_no_growth() {
+        let p = Pacer::new(4, 4);
+        p.state().updated -= Duration::from_secs(100);
+        p.reserve();
+        p.reserve();
+        p.succeeded();
+        assert!(p.rate() < 1.001, "{}", p.rate());
+    }
+
+    #[tokio::test]
+    async fn a_retry_after_holds_back_requests_already_waiting() {
+        let p = Pacer::new(10, 1);
+        p.reserve();
+        let start = Instant::now();
+        let throttle = async {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            p.throttled(Some(Duration::from_millis(300)));
+        };
+        tokio::join!(p.until_ready(), throttle);
+        let waited = start.elapsed();
+        assert!(waited >= Duration::from_millis(320), "{waited:?}");
     }
 
     #[test]
