@@ -431,7 +431,7 @@ fn skip_bom(reader: &mut impl BufRead) -> io::Result<u64> {
 
 /// Classifies a parse error of one JSON record.
 pub(crate) fn json_rejection(e: &serde_json::Error) -> Rejection {
-    let text = e.to_string();
+    let text = within_record(e);
     if text.starts_with("unknown field") {
         Rejection::unreadable(Reason::UnknownField, text)
     } else if e.is_data() {
@@ -441,6 +441,22 @@ pub(crate) fn json_rejection(e: &serde_json::Error) -> Rejection {
         )
     } else {
         Rejection::unreadable(Reason::InvalidJson, format!("invalid JSON: {text}"))
+    }
+}
+
+/// serde_json's message for an error inside one record, its position given in the record's
+/// terms: serde's "at line 1 column 116" counts within the record and would read like a line of
+/// the file, which the rejection's origin already gives.
+fn within_record(e: &serde_json::Error) -> String {
+    let text = e.to_string();
+    match (text.rfind(" at line "), e.line()) {
+        (Some(i), 1) => format!("{} (character {} of the record)", &text[..i], e.column()),
+        (Some(i), line) if line > 1 => format!(
+            "{} (line {line}, character {} of the record)",
+            &text[..i],
+            e.column()
+        ),
+        _ => text,
     }
 }
 

@@ -377,3 +377,15 @@ fn events_before_their_source_wait_on_disk_not_in_memory() {
         .count();
     assert_eq!(leftovers, 0);
 }
+
+#[test]
+fn positions_inside_a_record_are_not_taken_for_lines_of_the_file() {
+    let e = serde_json::from_str::<serde_json::Value>(r#"{"a": 1,, "b": 2}"#).unwrap_err();
+    let r = json_rejection(&e);
+    assert!(
+        r.message.ends_with("(character 9 of the record)"),
+        "{}",
+        r.message
+    );
+    assert!(!r.message.contains("at line"), "{}", r.message);
+}
