@@ -20,6 +20,8 @@ pub enum Endpoint {
     EventData,
     /// The advertiser's conversion definitions, a page at a time.
     ListDefinitions,
+    /// User data deletion: the conversion events of the people named.
+    Delete,
 }
 
 impl Endpoint {
@@ -28,6 +30,7 @@ impl Endpoint {
         match self {
             Endpoint::EventData => "/dsp/conversionDefinitions/eventData",
             Endpoint::ListDefinitions => "/dsp/conversionDefinitions/list",
+            Endpoint::Delete => "/dsp/conversionDefinitions/delete",
         }
     }
 
@@ -36,6 +39,7 @@ impl Endpoint {
         match self {
             Endpoint::EventData => "application/vnd.dspconversioneventimport.v1+json",
             Endpoint::ListDefinitions => "application/vnd.dspconversiondefinition.v1+json",
+            Endpoint::Delete => "application/vnd.dspuserdeletionrequest.v1+json",
         }
     }
 }
