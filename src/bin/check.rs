@@ -102,6 +102,13 @@ async fn main() -> ExitCode {
         t.rejected,
         report.requests
     );
+    let d = &report.deletions;
+    if d.received > 0 {
+        println!(
+            "{} deletion request(s), {} valid, {} rejected",
+            d.received, d.valid_unsent, d.rejected
+        );
+    }
     for (code, summary) in &report.reasons {
         println!("  {code}: {} — {}", summary.count, summary.message);
         for example in &summary.examples {
@@ -115,7 +122,7 @@ async fn main() -> ExitCode {
         eprintln!("some files could not be read to the end");
         return ExitCode::from(2);
     }
-    if t.rejected > 0 {
+    if t.rejected + d.rejected > 0 {
         ExitCode::FAILURE
     } else {
         ExitCode::SUCCESS

@@ -287,22 +287,21 @@ impl RecordSink for Collector<'_> {
             position,
         };
         let full = if self.unit.deletions {
-            let defaults = self.reader.rules.defaults();
-            match event::deletion::validate(raw, defaults, &origin) {
-                Err(rejection) => return lock(&self.reader.ledger).rejected(&origin, rejection),
-                Ok(valid) => self.batcher.deletions.push(valid).map(Request::Deletions),
-            }
+            event::deletion::validate(raw, self.reader.rules.defaults(), &origin)
+                .map(|valid| self.batcher.deletions.push(valid).map(Request::Deletions))
         } else {
-            match event::validate(raw, request_source, &self.reader.rules, &origin) {
-                Err(rejection) => return lock(&self.reader.ledger).rejected(&origin, rejection),
-                Ok(valid) => self.batcher.events.push(valid).map(Request::Events),
-            }
+            event::validate(raw, request_source, &self.reader.rules, &origin)
+                .map(|valid| self.batcher.events.push(valid).map(Request::Events))
         };
-        if let Some(request) = full {
-            // Sending may wait for the delivery side: look at the clock next time.
-            self.until_clock.set(0);
-            if let Err(mpsc::error::SendError(request)) = self.tx.blocking_send(request) {
-                redeliver_unsent(&self.reader.ledger, &request);
+        match full {
+            Err(rejection) => lock(&self.reader.ledger).rejected(&origin, rejection),
+            Ok(None) => {}
+            Ok(Some(request)) => {
+                // Sending may wait for the delivery side: look at the clock next time.
+                self.until_clock.set(0);
+                if let Err(mpsc::error::SendError(request)) = self.tx.blocking_send(request) {
+                    redeliver_unsent(&self.reader.ledger, &request);
+                }
             }
         }
     }
