@@ -534,3 +534,39 @@ async fn s3_leftovers_go_to_the_retry_queue_hashed_and_deliver_from_there() {
     let raw: Vec<&str> = raw.iter().map(String::as_str).collect();
     w.assert_no_leaks(&f, &raw, &retries.concat()).await;
 }
+
+#[tokio::test]
+async fn a_dry_run_counts_deletion_requests_and_posts_nothing() {
+    let w = World::new().await;
+    let lines: Vec<String> = (0..3)
+        .map(|i| json!({"userIdentifier": format!("u{i}@example.com")}).to_string())
+        .chain([json!({"countryCode": "US"}).to_string()])
+        .collect();
+    w.clients
+        .put(
+            UPLOADS,
+            "deletions/dry.ndjson",
+            lines.join("\n").into_bytes(),
+        )
+        .await;
+    let f = w.function(&[("DRY_RUN", "true")]);
+    let r = f
+        .invoke(&s3_event(&[(UPLOADS, "deletions/dry.ndjson")]))
+        .await;
+    assert_eq!(
+        r.body,
+        json!({"received": 4, "accepted": 0, "rejected": 1, "redelivered": 0, "requests": 1, "dryRun": true, "resumeAt": null}),
+        "{}",
+        f.logs()
+    );
+    let state = w.dsp.state().await;
+    assert_eq!(state["deletion_requests"], json!([]));
+    assert!(w.clients.keys(REJECTS).await.is_empty());
+    assert_eq!(
+        [
+            figure(&f, "deletions_valid_unsent"),
+            figure(&f, "deletions_rejected")
+        ],
+        ["3", "1"]
+    );
+}

@@ -280,5 +280,13 @@ mod tests {
             caller.url(Endpoint::EventData),
             "http://127.0.0.1:1/accounts/a%2Fb/dsp/conversionDefinitions/eventData"
         );
+        assert_eq!(
+            caller.url(Endpoint::Delete),
+            "http://127.0.0.1:1/accounts/a%2Fb/dsp/conversionDefinitions/delete"
+        );
+        assert_eq!(
+            Endpoint::Delete.media_type(),
+            "application/vnd.dspuserdeletionrequest.v1+json"
+        );
     }
 }
