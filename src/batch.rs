@@ -1,7 +1,83 @@
 //! Batching: valid events → DSP requests of at most `DSP_MAX_EVENTS_PER_REQUEST` events, one
-//! source each. Events keep their origin so that each per-event result traces back.
+//! source each; valid deletion requests → deletion requests of as many entries. Each item keeps
+//! its origin so that each per-entry result traces back.
 
-use crate::event::{Source, Validated};
+use crate::event::{Deletion, Source, Validated};
+
+/// One request to the DSP, as the reading side hands it to the delivering side.
+#[derive(Debug, Clone)]
+pub enum Request {
+    /// Events to import.
+    Events(Batch),
+    /// Users' deletion requests.
+    Deletions(DeletionBatch),
+}
+
+/// One deletion request's worth of entries (one person each).
+#[derive(Debug, Clone)]
+pub struct DeletionBatch {
+    /// The entries, in request order (the DSP's `index` − 1).
+    pub requests: Vec<Deletion>,
+}
+
+impl DeletionBatch {
+    /// The request body: `{"deletionRequests"}`.
+    pub fn body(&self) -> Vec<u8> {
+        deletion_body(&self.requests)
+    }
+
+    /// Splits the batch in two halves (for isolating what a 400 objects to).
+    pub fn split(mut self) -> (DeletionBatch, DeletionBatch) {
+        let tail = self.requests.split_off(self.requests.len() / 2);
+        (self, DeletionBatch { requests: tail })
+    }
+}
+
+/// The body of a deletion request for `requests`: `{"deletionRequests": [{"matchKeys"}]}`.
+pub fn deletion_body(requests: &[Deletion]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(32 + requests.len() * 100);
+    out.extend_from_slice(b"{\"deletionRequests\":[");
+    for (i, d) in requests.iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        d.write_json(&mut out);
+    }
+    out.extend_from_slice(b"]}");
+    out
+}
+
+/// Fills one open deletion request and hands it out when it is full.
+#[derive(Debug)]
+pub struct DeletionBatcher {
+    max: usize,
+    open: Vec<Deletion>,
+}
+
+impl DeletionBatcher {
+    /// A batcher of requests of at most `max` (1..=100) entries.
+    pub fn new(max: usize) -> Self {
+        Self {
+            max: max.clamp(1, 100),
+            open: Vec::new(),
+        }
+    }
+
+    /// Adds an entry; returns a full batch when this one filled it.
+    pub fn push(&mut self, deletion: Deletion) -> Option<DeletionBatch> {
+        self.open.push(deletion);
+        (self.open.len() >= self.max).then(|| DeletionBatch {
+            requests: std::mem::take(&mut self.open),
+        })
+    }
+
+    /// The batch still open, if any.
+    pub fn finish(self) -> Option<DeletionBatch> {
+        (!self.open.is_empty()).then_some(DeletionBatch {
+            requests: self.open,
+        })
+    }
+}
 
 /// One DSP request's worth of events.
 #[derive(Debug, Clone)]
@@ -268,6 +344,33 @@ pub(crate) mod tests {
             }
         }
         (keys, value)
+    }
+
+    #[test]
+    fn deletion_batches_hold_at_most_max_entries() {
+        let deletion = |record: u64| Deletion {
+            match_keys: event(Source::ServerToServer, record).event.match_keys,
+            origin: Origin {
+                unit: Arc::new(Unit::message(0, "m").of_deletions()),
+                position: Position::at(record, None),
+            },
+        };
+        let mut batcher = DeletionBatcher::new(100);
+        let mut batches: Vec<DeletionBatch> = (1..=250)
+            .filter_map(|r| batcher.push(deletion(r)))
+            .collect();
+        batches.extend(batcher.finish());
+        let sizes: Vec<usize> = batches.iter().map(|b| b.requests.len()).collect();
+        assert_eq!(sizes, [100, 100, 50]);
+        let body: serde_json::Value = serde_json::from_slice(&batches[2].body()).unwrap();
+        assert_eq!(
+            body,
+            serde_json::json!({"deletionRequests": vec![
+                serde_json::json!({"matchKeys": [{"type": "MAID", "values": ["m"]}]}); 50
+            ]})
+        );
+        let (head, tail) = batches.pop().unwrap().split();
+        assert_eq!((head.requests.len(), tail.requests.len()), (25, 25));
     }
 
     proptest! {

@@ -37,6 +37,8 @@ pub struct Config {
     pub rejects_prefix: String,
     /// Queue that takes what an S3 import could not deliver.
     pub retry_queue_url: Option<String>,
+    /// Key prefix of S3 objects that hold user deletion requests, not events.
+    pub deletions_prefix: String,
     /// Validate and batch, post nothing.
     pub dry_run: bool,
     /// Longest record (NDJSON line, CSV row, JSON element) read, in bytes.
@@ -194,6 +196,9 @@ impl Config {
             rejects_bucket: vars.get("REJECTS_BUCKET"),
             rejects_prefix: (vars.0)("REJECTS_PREFIX").unwrap_or_else(|| "rejected/".into()),
             retry_queue_url: vars.get("RETRY_QUEUE_URL"),
+            deletions_prefix: vars
+                .get("DSP_DELETIONS_PREFIX")
+                .unwrap_or_else(|| "deletions/".into()),
             dry_run: vars.flag("DRY_RUN", false)?,
             max_record_bytes: vars.number("MAX_RECORD_BYTES", 1 << 20, 1 << 10, 64 << 20)? as usize,
             max_object_bytes: vars.number("MAX_OBJECT_BYTES", 10 << 30, 1 << 10, 1 << 40)?,
@@ -251,6 +256,7 @@ mod tests {
         assert_eq!(c.max_in_flight, 4);
         assert_eq!(c.dsp.max_attempts, 5);
         assert_eq!(c.rejects_prefix, "rejected/");
+        assert_eq!(c.deletions_prefix, "deletions/");
         assert!(!c.dry_run);
         assert_eq!(c.dsp.secret_cache_ttl, Duration::from_secs(300));
     }

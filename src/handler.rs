@@ -126,14 +126,14 @@ fn cutoff(deadline_ms: u64) -> Instant {
     Instant::now() + left - (left / 4).min(RESERVE)
 }
 
-/// The response to S3 and EventBridge triggers.
+/// The response to S3 and EventBridge triggers: counts of events and deletion requests.
 pub fn counts(report: &Report) -> Value {
-    let t = &report.totals;
+    let (t, d) = (&report.totals, &report.deletions);
     json!({
-        "received": t.received,
-        "accepted": t.accepted,
-        "rejected": t.rejected,
-        "redelivered": t.redelivered,
+        "received": t.received + d.received,
+        "accepted": t.accepted + d.accepted,
+        "rejected": t.rejected + d.rejected,
+        "redelivered": t.redelivered + d.redelivered,
         "requests": report.requests,
         "dryRun": report.dry_run,
         "resumeAt": report.resume_at,
@@ -142,7 +142,7 @@ pub fn counts(report: &Report) -> Value {
 
 /// Logs the summary line and prints the same figures as EMF.
 pub fn log_summary(report: &Report, request_id: &str) {
-    let t = &report.totals;
+    let (t, d) = (&report.totals, &report.deletions);
     let reasons: Vec<String> = report
         .reasons
         .iter()
@@ -157,6 +157,11 @@ pub fn log_summary(report: &Report, request_id: &str) {
         rejected = t.rejected,
         redelivered = t.redelivered,
         valid_unsent = t.valid_unsent,
+        deletions_received = d.received,
+        deletions_accepted = d.accepted,
+        deletions_rejected = d.rejected,
+        deletions_redelivered = d.redelivered,
+        deletions_valid_unsent = d.valid_unsent,
         requests = report.requests,
         throttled = report.throttled,
         dry_run = report.dry_run,
@@ -172,7 +177,7 @@ pub fn log_summary(report: &Report, request_id: &str) {
 
 /// The CloudWatch Embedded Metric Format record of a report.
 pub fn emf(report: &Report, request_id: &str) -> Value {
-    let t = &report.totals;
+    let (t, d) = (&report.totals, &report.deletions);
     let function =
         std::env::var("AWS_LAMBDA_FUNCTION_NAME").unwrap_or_else(|_| "dsp-conversions".into());
     let timestamp = SystemTime::now()
@@ -187,6 +192,10 @@ pub fn emf(report: &Report, request_id: &str) -> Value {
         "Throttled",
         "Continuations",
         "ContinuationsDropped",
+        "DeletionsReceived",
+        "DeletionsAccepted",
+        "DeletionsRejected",
+        "DeletionsRedelivered",
     ];
     json!({
         "_aws": {
@@ -208,12 +217,65 @@ pub fn emf(report: &Report, request_id: &str) -> Value {
         "Throttled": report.throttled,
         "Continuations": report.continuations,
         "ContinuationsDropped": report.continuations_dropped,
+        "DeletionsReceived": d.received,
+        "DeletionsAccepted": d.accepted,
+        "DeletionsRejected": d.rejected,
+        "DeletionsRedelivered": d.redelivered,
     })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::outcome::Tally;
+
+    #[test]
+    fn deletions_are_reported_apart_and_counted_in_the_response() {
+        let report = Report {
+            totals: Tally {
+                received: 3,
+                accepted: 2,
+                rejected: 1,
+                ..Tally::default()
+            },
+            deletions: Tally {
+                received: 5,
+                accepted: 1,
+                rejected: 1,
+                redelivered: 3,
+                ..Tally::default()
+            },
+            ..Report::default()
+        };
+        let response = counts(&report);
+        assert_eq!(
+            (
+                &response["received"],
+                &response["accepted"],
+                &response["rejected"],
+                &response["redelivered"]
+            ),
+            (&json!(8), &json!(3), &json!(2), &json!(3))
+        );
+        let record = emf(&report, "r");
+        assert_eq!(record["Received"], 3);
+        assert_eq!(
+            (
+                &record["DeletionsReceived"],
+                &record["DeletionsAccepted"],
+                &record["DeletionsRejected"],
+                &record["DeletionsRedelivered"]
+            ),
+            (&json!(5), &json!(1), &json!(1), &json!(3))
+        );
+        let names: Vec<&str> = record["_aws"]["CloudWatchMetrics"][0]["Metrics"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|m| m["Name"].as_str().unwrap())
+            .collect();
+        assert!(names.contains(&"DeletionsRedelivered"), "{names:?}");
+    }
 
     fn epoch_ms(from_now: Duration) -> u64 {
         (SystemTime::now() + from_now)

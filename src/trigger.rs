@@ -27,6 +27,8 @@ pub struct Message {
 pub enum Input {
     /// A message body of events.
     Body(String),
+    /// A message body of user deletion requests, `{"deletionRequests": [...]}`.
+    Deletions(String),
     /// An object to import.
     Object {
         /// Its bucket.
@@ -129,6 +131,13 @@ struct BodyProbe {
     records: Option<serde::de::IgnoredAny>,
     #[serde(rename = "Event")]
     event: Option<serde_json::Value>,
+}
+
+/// What tells a body of deletion requests from events.
+#[derive(Deserialize)]
+struct DeletionProbe {
+    #[serde(rename = "deletionRequests")]
+    deletion_requests: Option<serde::de::IgnoredAny>,
 }
 
 #[derive(Deserialize)]
@@ -279,6 +288,19 @@ fn message_units(id: &str, body: String, units: &mut Vec<WorkUnit>) {
             }
         }
     }
+    // Only a body that may hold deletion requests is parsed twice.
+    if body.contains("\"deletionRequests\"") {
+        if let Ok(DeletionProbe {
+            deletion_requests: Some(_),
+        }) = serde_json::from_str::<DeletionProbe>(&body)
+        {
+            units.push(WorkUnit {
+                unit: Arc::new(Unit::message(index, id).of_deletions()),
+                input: Input::Deletions(body),
+            });
+            return;
+        }
+    }
     units.push(own(Input::Body(body)));
 }
 
@@ -364,6 +386,8 @@ mod tests {
             sqs_message("m3", &test_event),
             sqs_message("m4", ""),
             sqs_message("m5", r#"{"Records": 5}"#),
+            sqs_message("m6", r#"{"deletionRequests": [{"matchKeys": []}]}"#),
+            sqs_message("m7", r#"{"name": "deletionRequests"}"#),
         ]}))
         .unwrap();
         assert_eq!(work.mode, Mode::Sqs);
@@ -373,6 +397,7 @@ mod tests {
             .map(|u| {
                 let kind = match &u.input {
                     Input::Body(_) => "body",
+                    Input::Deletions(_) => "deletions",
                     Input::Object { .. } | Input::Continuation(_) => "object",
                     Input::Acknowledge => "ack",
                     Input::Unreadable(_) => "unreadable",
@@ -389,9 +414,12 @@ mod tests {
                 (3, Some("m3"), "ack"),
                 (4, Some("m4"), "unreadable"),
                 (5, Some("m5"), "unreadable"),
+                (6, Some("m6"), "deletions"),
+                (7, Some("m7"), "body"),
             ]
         );
-        assert_eq!(work.messages.len(), 5);
+        assert!(work.units[6].unit.deletions && !work.units[7].unit.deletions);
+        assert_eq!(work.messages.len(), 7);
     }
 
     #[test]

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use dsp_conversions::config::Config;
 use dsp_conversions::domain::{Origin, Position, Unit};
 use dsp_conversions::dsp::double::{events, Scripted, ScriptedDsp};
-use dsp_conversions::dsp::Dsp;
+use dsp_conversions::dsp::{Dsp, Endpoint};
 use dsp_conversions::pipeline::{Invocation, Pipeline, Report};
 use dsp_conversions::store::{Memory, ObjectStore, Part};
 use dsp_conversions::trigger;
@@ -375,4 +375,46 @@ async fn an_object_not_started_in_time_continues_at_record_1() {
     let c: Value = serde_json::from_str(&messages[0]).unwrap();
     assert_eq!(c["continuation"]["record"], 1);
     assert_eq!(c["continuation"]["hop"], 1);
+}
+
+#[tokio::test]
+async fn a_deletion_file_in_a_chain_of_ranged_reads() {
+    let mut chain = Chain::new(&[]);
+    let n = 2000;
+    let text: String = (1..=n)
+        .map(|i| {
+            json!({"matchKeys": [{"type": "MAID", "values": [format!("maid-{i}")]}]}).to_string()
+                + "\n"
+        })
+        .collect();
+    chain
+        .memory
+        .put(BUCKET, "deletions/big.ndjson", text.into_bytes());
+    let first = chain
+        .invoke(s3_event("deletions/big.ndjson"), Duration::from_millis(150))
+        .await;
+    assert!(first.failure.is_none(), "{first:?}");
+    assert!(
+        first.resume_at.is_some(),
+        "one short invocation cannot finish"
+    );
+    chain.drain(Duration::from_millis(150)).await;
+
+    // Every request posted to the deletion endpoint exactly once (MAIDs travel as given).
+    let mut seen: BTreeMap<String, usize> = BTreeMap::new();
+    for call in chain.api.posts() {
+        assert_eq!(call.endpoint, Some(Endpoint::Delete));
+        for entry in events(&call.body) {
+            let maid = entry["matchKeys"][0]["values"][0].as_str().unwrap();
+            *seen.entry(maid.to_owned()).or_insert(0) += 1;
+        }
+    }
+    assert_eq!(seen.len(), n);
+    assert!(
+        seen.values().all(|c| *c == 1),
+        "a deletion request was posted twice"
+    );
+    let accepted: u64 = chain.reports.iter().map(|r| r.deletions.accepted).sum();
+    assert_eq!(accepted, n as u64);
+    assert!(chain.reports.iter().all(|r| r.totals.received == 0));
 }

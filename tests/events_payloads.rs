@@ -59,7 +59,7 @@ fn every_payload_parses_as_its_aws_type() {
         );
         seen += 1;
     }
-    assert_eq!(seen, 8);
+    assert_eq!(seen, 9);
 }
 
 #[test]

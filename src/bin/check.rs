@@ -240,6 +240,13 @@ async fn check(options: Options) -> ExitCode {
         t.rejected,
         report.requests
     );
+    let d = &report.deletions;
+    if d.received > 0 {
+        println!(
+            "{} deletion request(s), {} valid, {} rejected",
+            d.received, d.valid_unsent, d.rejected
+        );
+    }
     if t.rejected > 0 {
         match read_rejects(&rejects) {
             Ok(reasons) => print_reasons(&reasons),
@@ -270,7 +277,7 @@ async fn check(options: Options) -> ExitCode {
         eprintln!("some files could not be read to the end");
         return ExitCode::from(2);
     }
-    if t.rejected > 0 {
+    if t.rejected + d.rejected > 0 {
         ExitCode::FAILURE
     } else {
         ExitCode::SUCCESS

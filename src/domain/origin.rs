@@ -21,6 +21,8 @@ pub struct Unit {
     /// What identifies the content (`s3://bucket/key` plus its ETag or version, `sqs:id`):
     /// the seed of derived dedupe ids, so a re-import of the same content repeats them.
     pub identity: String,
+    /// Whether its records are user deletion requests rather than events.
+    pub deletions: bool,
 }
 
 impl Unit {
@@ -32,6 +34,7 @@ impl Unit {
             bucket: None,
             key: None,
             identity: format!("sqs:{message_id}"),
+            deletions: false,
         }
     }
 
@@ -43,6 +46,7 @@ impl Unit {
             bucket: Some(bucket.to_owned()),
             key: Some(key.to_owned()),
             identity: format!("s3://{bucket}/{key}"),
+            deletions: false,
         }
     }
 
@@ -54,6 +58,15 @@ impl Unit {
             bucket: None,
             key: Some(path.to_owned()),
             identity: format!("file:{path}"),
+            deletions: false,
+        }
+    }
+
+    /// The same unit, holding user deletion requests.
+    pub fn of_deletions(self) -> Self {
+        Self {
+            deletions: true,
+            ..self
         }
     }
 }

@@ -20,6 +20,8 @@ pub enum Endpoint {
     EventData,
     /// The advertiser's conversion definitions, a page at a time.
     ListDefinitions,
+    /// User data deletion: the conversion events of the people named.
+    Delete,
 }
 
 impl Endpoint {
@@ -28,6 +30,7 @@ impl Endpoint {
         match self {
             Endpoint::EventData => "/dsp/conversionDefinitions/eventData",
             Endpoint::ListDefinitions => "/dsp/conversionDefinitions/list",
+            Endpoint::Delete => "/dsp/conversionDefinitions/delete",
         }
     }
 
@@ -36,6 +39,7 @@ impl Endpoint {
         match self {
             Endpoint::EventData => "application/vnd.dspconversioneventimport.v1+json",
             Endpoint::ListDefinitions => "application/vnd.dspconversiondefinition.v1+json",
+            Endpoint::Delete => "application/vnd.dspuserdeletionrequest.v1+json",
         }
     }
 }
@@ -275,6 +279,14 @@ mod tests {
         assert_eq!(
             caller.url(Endpoint::EventData),
             "http://127.0.0.1:1/accounts/a%2Fb/dsp/conversionDefinitions/eventData"
+        );
+        assert_eq!(
+            caller.url(Endpoint::Delete),
+            "http://127.0.0.1:1/accounts/a%2Fb/dsp/conversionDefinitions/delete"
+        );
+        assert_eq!(
+            Endpoint::Delete.media_type(),
+            "application/vnd.dspuserdeletionrequest.v1+json"
         );
     }
 }

@@ -86,9 +86,12 @@ impl Scripted {
     }
 }
 
-/// The events of a request body.
+/// The entries of a request body: its events, or its deletion requests.
 pub fn events(body: &Value) -> &[Value] {
-    body["eventData"].as_array().map_or(&[], Vec::as_slice)
+    body["eventData"]
+        .as_array()
+        .or_else(|| body["deletionRequests"].as_array())
+        .map_or(&[], Vec::as_slice)
 }
 
 /// One call the double received.

@@ -18,9 +18,9 @@ use std::time::{Duration, Instant};
 pub use api::{DspApi, Endpoint, Https, Reply};
 pub use region::Region;
 
-use crate::batch::Batch;
+use crate::batch::{Batch, DeletionBatch};
 use crate::domain::{Cause, Disposition, Reason, Rejection};
-use crate::event::Validated;
+use crate::event::{Deletion, Validated};
 use crate::store::SecretStore;
 use answer::Answer;
 use api::Caller;
@@ -153,21 +153,27 @@ impl Session {
 
     /// Delivers a batch: every event comes back with its disposition.
     pub async fn deliver(&self, batch: Batch) -> Vec<(Validated, Disposition)> {
-        let mut out = Vec::with_capacity(batch.events.len());
+        self.post_all(batch).await
+    }
+
+    /// Posts a batch of deletion requests: every entry comes back with its disposition, read
+    /// by the same rules as events.
+    pub async fn delete(&self, batch: DeletionBatch) -> Vec<(Deletion, Disposition)> {
+        self.post_all(batch).await
+    }
+
+    /// Posts a batch, splitting it on a 400 until the entries that cause it are alone.
+    async fn post_all<B: Entries>(&self, batch: B) -> Vec<(B::Entry, Disposition)> {
+        let mut out = Vec::with_capacity(batch.len());
         let mut pending = vec![batch];
         while let Some(batch) = pending.pop() {
-            let all = |d: Disposition| {
-                batch
-                    .events
-                    .iter()
-                    .map(move |_| d.clone())
-                    .collect::<Vec<_>>()
-            };
+            let count = batch.len();
+            let all = |d: Disposition| (0..count).map(|_| d.clone()).collect::<Vec<_>>();
             let dispositions = match self.send(&batch).await {
                 Ok(Sent::Done(results)) => results,
-                Ok(Sent::BadRequest(message)) if batch.events.len() == 1 => all(
-                    Disposition::Rejected(Rejection::unreadable(Reason::DspBadRequest, message)),
-                ),
+                Ok(Sent::BadRequest(message)) if count == 1 => all(Disposition::Rejected(
+                    Rejection::unreadable(Reason::DspBadRequest, message),
+                )),
                 Ok(Sent::BadRequest(_)) => {
                     let (head, tail) = batch.split();
                     pending.push(tail);
@@ -180,7 +186,7 @@ impl Session {
                     all(Disposition::Fail(cause))
                 }
             };
-            out.extend(batch.events.into_iter().zip(dispositions));
+            out.extend(batch.into_entries().into_iter().zip(dispositions));
         }
         out
     }
@@ -226,10 +232,10 @@ impl Session {
         self.dsp.tokens.get(url, creds, stale, timeout).await
     }
 
-    async fn send(&self, batch: &Batch) -> Result<Sent<Vec<Disposition>>, Stop> {
-        let count = batch.events.len();
+    async fn send<B: Entries>(&self, batch: &B) -> Result<Sent<Vec<Disposition>>, Stop> {
+        let count = batch.len();
         self.request(
-            Endpoint::EventData,
+            B::ENDPOINT,
             batch.body(),
             |reply| answer::classify(reply, count),
             |results| {
@@ -367,6 +373,56 @@ impl Session {
             }
             _ => Err(Stop::Redeliver(Cause::NoTimeLeft(Box::new(cause)))),
         }
+    }
+}
+
+/// A request's worth of entries (events or deletion requests), answered one disposition each.
+trait Entries: Sized {
+    /// One entry.
+    type Entry;
+    /// Where the request goes.
+    const ENDPOINT: Endpoint;
+    /// How many entries.
+    fn len(&self) -> usize;
+    /// The request body.
+    fn body(&self) -> Vec<u8>;
+    /// Two halves.
+    fn split(self) -> (Self, Self);
+    /// The entries, in request order.
+    fn into_entries(self) -> Vec<Self::Entry>;
+}
+
+impl Entries for Batch {
+    type Entry = Validated;
+    const ENDPOINT: Endpoint = Endpoint::EventData;
+    fn len(&self) -> usize {
+        self.events.len()
+    }
+    fn body(&self) -> Vec<u8> {
+        Batch::body(self)
+    }
+    fn split(self) -> (Self, Self) {
+        Batch::split(self)
+    }
+    fn into_entries(self) -> Vec<Validated> {
+        self.events
+    }
+}
+
+impl Entries for DeletionBatch {
+    type Entry = Deletion;
+    const ENDPOINT: Endpoint = Endpoint::Delete;
+    fn len(&self) -> usize {
+        self.requests.len()
+    }
+    fn body(&self) -> Vec<u8> {
+        DeletionBatch::body(self)
+    }
+    fn split(self) -> (Self, Self) {
+        DeletionBatch::split(self)
+    }
+    fn into_entries(self) -> Vec<Deletion> {
+        self.requests
     }
 }
 

@@ -5,6 +5,7 @@ pub mod amount;
 mod codes;
 pub mod dedupe;
 mod definitions;
+pub mod deletion;
 pub mod match_key;
 pub mod phone;
 mod text;
@@ -21,6 +22,7 @@ use time::{Duration, OffsetDateTime};
 pub use amount::Amount;
 pub use codes::{country_code, CurrencyCode, Source};
 pub use definitions::{Definition, DefinitionSource, Definitions, NameLookup};
+pub use deletion::Deletion;
 pub use match_key::{MatchKey, MatchKeyType, MatchValue};
 pub use text::Text;
 
@@ -393,7 +395,7 @@ fn map(
         "userIdentifier",
     )?;
     let match_keys = if present(raw.user_identifier).is_some() {
-        user_identifier(raw, country_code, &mut dedupe)?
+        user_identifier(raw, Some(country_code), &mut dedupe)?
     } else {
         if present(raw.user_identifier_type).is_some() {
             return Err(invalid(
@@ -402,7 +404,7 @@ fn map(
             ));
         }
         match keys_field {
-            Some(f) => match_keys(f, country_code, &mut dedupe)?,
+            Some(f) => match_keys(f, Some(country_code), &mut dedupe)?,
             None => {
                 return Err(invalid(
                     Reason::MissingField,
@@ -591,7 +593,7 @@ fn timestamp(text: Cow<'_, str>, name: &str, rules: &Rules) -> Result<Text, Inva
 
 fn user_identifier(
     raw: &RawEvent<'_>,
-    country: &str,
+    country: Option<&str>,
     dedupe: &mut dedupe::Given<'_>,
 ) -> Result<SmallVec<[MatchKey; 1]>, Invalid> {
     let value = required(raw.user_identifier, "userIdentifier")?;
@@ -616,7 +618,7 @@ fn user_identifier(
         })?,
     };
     dedupe.see(Some(kind), &value);
-    let prepared = match_key::prepare(kind, &value, Some(country)).map_err(|e| {
+    let prepared = match_key::prepare(kind, &value, country).map_err(|e| {
         invalid(
             Reason::InvalidMatchKey,
             format!("field `userIdentifier` ({kind:?}) {e}"),
@@ -643,7 +645,7 @@ fn parse_match_keys<'a>(f: &Field<'a>) -> Option<Vec<RawMatchKey<'a>>> {
 
 fn match_keys(
     f: Field<'_>,
-    country: &str,
+    country: Option<&str>,
     dedupe: &mut dedupe::Given<'_>,
 ) -> Result<SmallVec<[MatchKey; 1]>, Invalid> {
     let keys = parse_match_keys(&f).ok_or_else(|| {
@@ -685,7 +687,7 @@ fn match_keys(
                 .iter()
                 .enumerate()
                 .map(|(j, v)| {
-                    match_key::prepare(kind, v, Some(country)).map_err(|e| {
+                    match_key::prepare(kind, v, country).map_err(|e| {
                         invalid(
                             Reason::InvalidMatchKey,
                             format!("field `matchKeys[{i}].values[{j}]` ({kind:?}) {e}"),

@@ -128,7 +128,13 @@ impl Ledger {
 
     /// Sums over all units.
     pub fn totals(&self) -> Tally {
-        self.units.iter().fold(Tally::default(), |mut t, u| {
+        self.totals_where(|_| true)
+    }
+
+    /// Sums over the units whose index `pick` accepts.
+    pub fn totals_where(&self, pick: impl Fn(usize) -> bool) -> Tally {
+        let picked = self.units.iter().enumerate().filter(|(i, _)| pick(*i));
+        picked.map(|(_, u)| u).fold(Tally::default(), |mut t, u| {
             t.received += u.received;
             t.accepted += u.accepted;
             t.rejected += u.rejected;

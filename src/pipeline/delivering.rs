@@ -9,10 +9,10 @@ use tokio::sync::{mpsc, Semaphore};
 use tokio::task::JoinSet;
 
 use super::{lock, Pipeline};
-use crate::batch::{self, Batch};
-use crate::domain::{Cause, Disposition, Rejection};
+use crate::batch::{self, Request};
+use crate::domain::{Cause, Disposition, Origin, Rejection};
 use crate::dsp::Session;
-use crate::event::{Source, Validated};
+use crate::event::{Deletion, Source, Validated};
 use crate::outcome::Ledger;
 
 /// What the delivery side saw.
@@ -36,15 +36,18 @@ impl Pipeline {
     /// Counts the batches of a dry run, writing their bodies to `bodies`.
     pub(super) async fn count_dry_run(
         &self,
-        mut rx: mpsc::Receiver<Batch>,
+        mut rx: mpsc::Receiver<Request>,
         ledger: &Mutex<Ledger>,
         mut bodies: Option<Box<dyn Write + Send>>,
     ) -> Delivered {
         let mut delivered = Delivered::default();
-        while let Some(batch) = rx.recv().await {
+        while let Some(request) = rx.recv().await {
             delivered.dry_requests += 1;
             if let Some(out) = bodies.as_mut() {
-                let mut line = batch.body();
+                let mut line = match &request {
+                    Request::Events(batch) => batch.body(),
+                    Request::Deletions(batch) => batch.body(),
+                };
                 line.push(b'\n');
                 if let Err(e) = out.write_all(&line) {
                     tracing::error!(error = %e, "cannot write request bodies");
@@ -52,8 +55,16 @@ impl Pipeline {
                 }
             }
             let mut l = lock(ledger);
-            for event in &batch.events {
-                l.valid_unsent(&event.origin);
+            match &request {
+                Request::Events(batch) => {
+                    batch.events.iter().for_each(|e| l.valid_unsent(&e.origin))
+                }
+                Request::Deletions(batch) => {
+                    batch
+                        .requests
+                        .iter()
+                        .for_each(|d| l.valid_unsent(&d.origin));
+                }
             }
         }
         if let Some(mut out) = bodies {
@@ -67,7 +78,7 @@ impl Pipeline {
     /// came in an SQS message's own body is redelivered with the message.
     pub(super) async fn deliver_all(
         &self,
-        mut rx: mpsc::Receiver<Batch>,
+        mut rx: mpsc::Receiver<Request>,
         ledger: &Arc<Mutex<Ledger>>,
         session: &Arc<Session>,
     ) -> Delivered {
@@ -75,7 +86,7 @@ impl Pipeline {
         let retry_queue = self.config.retry_queue_url.clone();
         let mut tasks = JoinSet::new();
         let mut delivered = Delivered::default();
-        while let Some(batch) = rx.recv().await {
+        while let Some(request) = rx.recv().await {
             let Ok(permit) = permits.clone().acquire_owned().await else {
                 break;
             };
@@ -84,10 +95,21 @@ impl Pipeline {
                 (session.clone(), ledger.clone(), retry_queue.clone());
             tasks.spawn(async move {
                 let _permit = permit;
-                let results = session.deliver(batch).await;
-                let leftovers = book(&ledger, results);
-                if let Some(url) = retry_queue.filter(|_| session.fatal().is_none()) {
-                    pipeline.queue_leftovers(&url, leftovers, &ledger).await;
+                match request {
+                    Request::Events(batch) => {
+                        let results = session.deliver(batch).await;
+                        let leftovers = book(&ledger, results);
+                        if let Some(url) = retry_queue.filter(|_| session.fatal().is_none()) {
+                            pipeline.queue_leftovers(&url, leftovers, &ledger).await;
+                        }
+                    }
+                    Request::Deletions(batch) => {
+                        let results = session.delete(batch).await;
+                        let leftovers = book_deletions(&ledger, results);
+                        if let Some(url) = retry_queue.filter(|_| session.fatal().is_none()) {
+                            pipeline.queue_deletions(&url, leftovers, &ledger).await;
+                        }
+                    }
                 }
             });
             while let Some(done) = tasks.try_join_next() {
@@ -127,27 +149,77 @@ impl Pipeline {
     }
 }
 
+impl Pipeline {
+    /// Sends the deletion requests of objects that could not be delivered to the retry queue as
+    /// `{"deletionRequests"}` messages (keys already hashed), booking each that went.
+    async fn queue_deletions(&self, url: &str, leftovers: Vec<Deletion>, ledger: &Mutex<Ledger>) {
+        for chunk in leftovers.chunks(self.config.max_events_per_request) {
+            let body = String::from_utf8_lossy(&batch::deletion_body(chunk)).into_owned();
+            match self.queue.send(url, body).await {
+                Ok(()) => {
+                    let mut l = lock(ledger);
+                    for deletion in chunk {
+                        l.queued(&deletion.origin);
+                    }
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, deletions = chunk.len(), "cannot send leftover deletion requests to the retry queue");
+                }
+            }
+        }
+    }
+}
+
+/// Books one entry's disposition; whether it is to be redelivered.
+fn book_one(
+    l: &mut Ledger,
+    origin: &Origin,
+    disposition: Disposition,
+    redacted: impl FnOnce() -> serde_json::Value,
+) -> bool {
+    match disposition {
+        Disposition::Accepted => l.accepted(origin),
+        Disposition::Rejected(rejection) => {
+            let rejection = Rejection {
+                event: Some(redacted()),
+                ..rejection
+            };
+            l.rejected(origin, rejection);
+        }
+        Disposition::Redeliver(_) | Disposition::Fail(_) => {
+            l.redelivered(origin);
+            return true;
+        }
+    }
+    false
+}
+
+/// Books every deletion request's disposition; returns those of objects to redeliver.
+fn book_deletions(ledger: &Mutex<Ledger>, results: Vec<(Deletion, Disposition)>) -> Vec<Deletion> {
+    let mut leftovers = Vec::new();
+    let mut l = lock(ledger);
+    for (deletion, disposition) in results {
+        let again = book_one(&mut l, &deletion.origin, disposition, || {
+            deletion.redacted()
+        });
+        if again && deletion.origin.unit.bucket.is_some() {
+            leftovers.push(deletion);
+        }
+    }
+    leftovers
+}
+
 /// Books every event's disposition; returns the events of objects to redeliver, by source
 /// (those of message bodies are redelivered with their message).
 fn book(ledger: &Mutex<Ledger>, results: Vec<(Validated, Disposition)>) -> [Vec<Validated>; 2] {
     let mut leftovers: [Vec<Validated>; 2] = Default::default();
     let mut l = lock(ledger);
     for (event, disposition) in results {
-        match disposition {
-            Disposition::Accepted => l.accepted(&event.origin),
-            Disposition::Rejected(rejection) => {
-                let rejection = Rejection {
-                    event: Some(event.event.redacted()),
-                    ..rejection
-                };
-                l.rejected(&event.origin, rejection);
-            }
-            Disposition::Redeliver(_) | Disposition::Fail(_) => {
-                l.redelivered(&event.origin);
-                if event.origin.unit.bucket.is_some() {
-                    leftovers[event.source.index()].push(event);
-                }
-            }
+        let again = book_one(&mut l, &event.origin, disposition, || {
+            event.event.redacted()
+        });
+        if again && event.origin.unit.bucket.is_some() {
+            leftovers[event.source.index()].push(event);
         }
     }
     leftovers

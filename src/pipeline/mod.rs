@@ -15,7 +15,7 @@ use std::time::Instant;
 use time::OffsetDateTime;
 use tokio::sync::mpsc;
 
-use crate::batch::Batch;
+use crate::batch::Request;
 use crate::config::Config;
 use crate::domain::Cause;
 use crate::dsp::definitions::Listed;
@@ -80,6 +80,8 @@ pub struct Invocation {
 pub struct Report {
     /// Event counts.
     pub totals: Tally,
+    /// Deletion request counts.
+    pub deletions: Tally,
     /// HTTP requests sent to the DSP (or that would be sent, in a dry run).
     pub requests: u64,
     /// Requests answered 429.
@@ -109,6 +111,20 @@ fn lock(ledger: &Mutex<Ledger>) -> MutexGuard<'_, Ledger> {
         .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
+/// Marks the units of objects under `prefix` as holding deletion requests.
+fn mark_deletions(work: &mut Work, prefix: &str) {
+    for u in &mut work.units {
+        let key = match &u.input {
+            Input::Object { key, .. } => key,
+            Input::Continuation(c) => &c.key,
+            _ => continue,
+        };
+        if !prefix.is_empty() && key.starts_with(prefix) && !u.unit.deletions {
+            u.unit = Arc::new((*u.unit).clone().of_deletions());
+        }
+    }
+}
+
 impl Pipeline {
     /// Runs one invocation. `bodies`, in a dry run, receives every request body as one line.
     pub async fn run(
@@ -119,6 +135,9 @@ impl Pipeline {
     ) -> Report {
         let config = &self.config;
         let dry_run = config.dry_run;
+        mark_deletions(&mut work, &config.deletions_prefix);
+        let unit_deletions: Vec<bool> = work.units.iter().map(|u| u.unit.deletions).collect();
+        let is_deletions = |i: usize| unit_deletions.get(i).copied().unwrap_or(false);
         let rejects = if let Some(path) = &self.rejects_file {
             Rejects::file(path).unwrap_or_else(|e| {
                 tracing::error!(error = %e, path = %path.display(), "cannot write the rejects file; logging them instead");
@@ -136,7 +155,7 @@ impl Pipeline {
         };
         let ledger = Arc::new(Mutex::new(Ledger::new(work.units.len(), rejects)));
         let stop = Arc::new(AtomicBool::new(false));
-        let (tx, rx) = mpsc::channel::<Batch>(config.max_in_flight * 2);
+        let (tx, rx) = mpsc::channel::<Request>(config.max_in_flight * 2);
         let session = Arc::new(Session::new(self.dsp.clone(), invocation.cutoff));
 
         let mut rules = Rules::new(config.events.clone(), invocation.started);
@@ -232,7 +251,8 @@ impl Pipeline {
             },
         );
         Report {
-            totals: l.totals(),
+            totals: l.totals_where(|i| !is_deletions(i)),
+            deletions: l.totals_where(is_deletions),
             requests: if dry_run {
                 outcome.dry_requests
             } else {
@@ -261,10 +281,11 @@ impl Pipeline {
             return Ok(Some(preset.clone()));
         }
         let needed = work.units.iter().any(|u| {
-            matches!(
-                u.input,
-                Input::Body(_) | Input::Object { .. } | Input::Continuation(_)
-            )
+            !u.unit.deletions
+                && matches!(
+                    u.input,
+                    Input::Body(_) | Input::Object { .. } | Input::Continuation(_)
+                )
         });
         // A dry run sends nothing to the DSP, not even the listing.
         if !self.config.dsp.lookup_definitions || self.config.dry_run || !needed {

@@ -10,7 +10,7 @@ use std::time::Instant;
 use tokio::sync::mpsc;
 
 use super::lock;
-use crate::batch::{Batch, Batcher};
+use crate::batch::{Batch, Batcher, DeletionBatch, DeletionBatcher, Request};
 use crate::domain::{Origin, Position, Reason, Rejection, Unit};
 use crate::event::{self, Rules};
 use crate::outcome::Ledger;
@@ -54,8 +54,11 @@ struct ObjectWork<'w> {
 
 impl Reader {
     /// Reads every unit, in order, and sends the batches to `tx`.
-    pub fn read_all(self, units: Vec<WorkUnit>, tx: &mpsc::Sender<Batch>) -> Read {
-        let mut batcher = Batcher::new(self.max_events);
+    pub fn read_all(self, units: Vec<WorkUnit>, tx: &mpsc::Sender<Request>) -> Read {
+        let mut batcher = Batchers {
+            events: Batcher::new(self.max_events),
+            deletions: DeletionBatcher::new(self.max_events),
+        };
         let mut read = Read::default();
         for work in units {
             let index = work.unit.index;
@@ -69,6 +72,10 @@ impl Reader {
                 Input::Body(body) => {
                     let mut sink = Collector::new(&self, work.unit.clone(), &mut batcher, tx);
                     (read::read_json_slice(body.as_bytes(), &mut sink), None)
+                }
+                Input::Deletions(body) => {
+                    let mut sink = Collector::new(&self, work.unit.clone(), &mut batcher, tx);
+                    (read::read_deletions_slice(body.as_bytes(), &mut sink), None)
                 }
                 Input::Object { bucket, key } => {
                     let object = ObjectWork {
@@ -119,8 +126,9 @@ impl Reader {
                 }
             }
         }
-        for batch in batcher.finish() {
-            if tx.blocking_send(batch).is_err() {
+        let last = batcher.events.finish().map(Request::Events);
+        for request in last.chain(batcher.deletions.finish().map(Request::Deletions)) {
+            if tx.blocking_send(request).is_err() {
                 break;
             }
         }
@@ -143,8 +151,8 @@ impl Reader {
         unit: &Arc<Unit>,
         work: &ObjectWork<'_>,
         etag: &mut Option<String>,
-        batcher: &mut Batcher,
-        tx: &mpsc::Sender<Batch>,
+        batcher: &mut Batchers,
+        tx: &mpsc::Sender<Request>,
     ) -> Result<(), Interrupted> {
         let handle = tokio::runtime::Handle::current();
         let (bucket, key) = (work.bucket, work.key);
@@ -225,12 +233,19 @@ impl Reader {
     }
 }
 
-/// Validates the records of one unit and batches the valid ones.
+/// The open requests: events by source, and deletion requests.
+struct Batchers {
+    events: Batcher,
+    deletions: DeletionBatcher,
+}
+
+/// Validates the records of one unit (events, or deletion requests when the unit holds them)
+/// and batches the valid ones.
 struct Collector<'r> {
     reader: &'r Reader,
     unit: Arc<Unit>,
-    batcher: &'r mut Batcher,
-    tx: &'r mpsc::Sender<Batch>,
+    batcher: &'r mut Batchers,
+    tx: &'r mpsc::Sender<Request>,
     /// Records read, booked into the ledger once, when the unit is done (no lock per record).
     received: u64,
     /// Calls to `keep_going` until the clock is read again (reading it costs more than a record).
@@ -244,8 +259,8 @@ impl<'r> Collector<'r> {
     fn new(
         reader: &'r Reader,
         unit: Arc<Unit>,
-        batcher: &'r mut Batcher,
-        tx: &'r mpsc::Sender<Batch>,
+        batcher: &'r mut Batchers,
+        tx: &'r mpsc::Sender<Request>,
     ) -> Self {
         Self {
             reader,
@@ -271,18 +286,21 @@ impl RecordSink for Collector<'_> {
             unit: self.unit.clone(),
             position,
         };
-        match event::validate(raw, request_source, &self.reader.rules, &origin) {
+        let full = if self.unit.deletions {
+            event::deletion::validate(raw, self.reader.rules.defaults(), &origin)
+                .map(|valid| self.batcher.deletions.push(valid).map(Request::Deletions))
+        } else {
+            event::validate(raw, request_source, &self.reader.rules, &origin)
+                .map(|valid| self.batcher.events.push(valid).map(Request::Events))
+        };
+        match full {
             Err(rejection) => lock(&self.reader.ledger).rejected(&origin, rejection),
-            Ok(valid) => {
-                if let Some(batch) = self.batcher.push(valid) {
-                    // Sending may wait for the delivery side: look at the clock next time.
-                    self.until_clock.set(0);
-                    if let Err(mpsc::error::SendError(batch)) = self.tx.blocking_send(batch) {
-                        let mut l = lock(&self.reader.ledger);
-                        for e in &batch.events {
-                            l.redelivered(&e.origin);
-                        }
-                    }
+            Ok(None) => {}
+            Ok(Some(request)) => {
+                // Sending may wait for the delivery side: look at the clock next time.
+                self.until_clock.set(0);
+                if let Err(mpsc::error::SendError(request)) = self.tx.blocking_send(request) {
+                    redeliver_unsent(&self.reader.ledger, &request);
                 }
             }
         }
@@ -310,6 +328,19 @@ impl RecordSink for Collector<'_> {
                 self.until_clock.set(n - 1);
                 true
             }
+        }
+    }
+}
+
+/// Books every item of a request that could not be handed to the delivering side.
+fn redeliver_unsent(ledger: &Mutex<Ledger>, request: &Request) {
+    let mut l = lock(ledger);
+    match request {
+        Request::Events(Batch { events, .. }) => {
+            events.iter().for_each(|e| l.redelivered(&e.origin))
+        }
+        Request::Deletions(DeletionBatch { requests }) => {
+            requests.iter().for_each(|d| l.redelivered(&d.origin));
         }
     }
 }

@@ -86,6 +86,49 @@ pub fn read_json_slice(bytes: &[u8], sink: &mut dyn RecordSink) -> Result<(), In
     drive(&mut de, false, None, sink)
 }
 
+/// Reads a body of user deletion requests, `{"deletionRequests": [...]}` (an SQS message body):
+/// each entry is one record. A body of another shape is rejected as a whole.
+pub fn read_deletions_slice(bytes: &[u8], sink: &mut dyn RecordSink) -> Result<(), Interrupted> {
+    #[derive(serde::Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct Body<'a> {
+        #[serde(borrow, rename = "deletionRequests")]
+        deletion_requests: Vec<&'a RawValue>,
+    }
+    let bytes = bytes.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(bytes);
+    let body: Body<'_> = match serde_json::from_slice(bytes) {
+        Ok(body) => body,
+        Err(e) => {
+            sink.invalid(
+                Position::WHOLE,
+                Rejection::unreadable(
+                    Reason::InvalidJson,
+                    format!(
+                        "expected {{\"deletionRequests\": [{{\"matchKeys\": [...]}}, ...]}}: {e}"
+                    ),
+                ),
+            );
+            return Ok(());
+        }
+    };
+    for (i, entry) in body.deletion_requests.iter().enumerate() {
+        let record = i as u64 + 1;
+        if !sink.keep_going() {
+            return Err(Interrupted::Stopped(Resume {
+                record,
+                line: None,
+                offset: None,
+            }));
+        }
+        let at = Position::at(record, None);
+        match RawEvent::from_json(entry.get()) {
+            Ok(raw) => sink.record(at, &raw, None),
+            Err(e) => sink.invalid(at, json_rejection(&e)),
+        }
+    }
+    Ok(())
+}
+
 fn drive<'de, R: serde_json::de::Read<'de>>(
     de: &mut serde_json::Deserializer<R>,
     gzip: bool,

@@ -11,7 +11,7 @@ pub(crate) mod scan;
 use std::fmt;
 use std::io::{self, BufRead, BufReader, Read};
 
-pub use self::json::read_json_slice;
+pub use self::json::{read_deletions_slice, read_json_slice};
 
 use crate::domain::{Position, Resume};
 use crate::domain::{Reason, Rejection};
