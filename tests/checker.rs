@@ -469,3 +469,38 @@ async fn definitions_lists_the_advertisers_conversion_definitions() {
     assert_eq!(out.status.code(), Some(2));
     assert!(stderr(&out).contains("DSP_SECRET_ID"), "{}", stderr(&out));
 }
+
+#[test]
+fn deletion_files_are_checked_with_the_deletions_option() {
+    let dir = tempfile::tempdir().unwrap();
+    let text = concat!(
+        r#"{"userIdentifier":"ann@example.com"}"#,
+        "\n",
+        r#"{"matchKeys":[{"type":"PHONE","values":["+1 206 555 0100"]}]}"#,
+        "\n",
+        r#"{"userIdentifier":"ann@example.com","conversionType":"purchase"}"#,
+        "\n"
+    );
+    let path = dir.path().join("erasures.ndjson");
+    std::fs::write(&path, text).unwrap();
+    let path = path.to_string_lossy().into_owned();
+    let o = checker(&[&path, "--deletions"], &[]);
+    let out = stdout(&o);
+    assert_eq!(o.status.code(), Some(1), "{out}");
+    assert!(
+        out.contains("3 deletion request(s), 2 valid, 1 rejected"),
+        "{out}"
+    );
+    assert!(
+        out.contains("UNKNOWN_FIELD") && out.contains("conversionType"),
+        "{out}"
+    );
+    assert!(!out.contains("ann@example.com"), "{out}");
+    // Without the flag the same records are read as events.
+    let o = checker(&[&path], &[]);
+    assert!(
+        !stdout(&o).contains("deletion request(s)"),
+        "{}",
+        stdout(&o)
+    );
+}

@@ -23,7 +23,7 @@ use serde_json::Value;
 
 const USAGE: &str =
     "usage: dsp-conversions-check FILE... [--out REQUESTS.ndjson] [--rejects REJECTS.ndjson]
-                             [--definitions LIST.json]
+                             [--definitions LIST.json] [--deletions]
        dsp-conversions-check definitions [--json]
 
 Checks conversion files (.json, .ndjson, .jsonl, .csv, optionally .gz) with the same pipeline
@@ -36,6 +36,9 @@ configuration error or a file that cannot be read to the end.
   --rejects FILE      writes every rejection as the function's rejects report does: one JSON
                       line with its origin (file, record, line), reason, message and the event
                       (identifiers hashed)
+  --deletions         reads every file as user deletion requests (one person per record), as the
+                      function reads objects under DSP_DELETIONS_PREFIX; files whose path starts
+                      with that prefix (default deletions/) are read so anyway
   --definitions FILE  resolves conversion definitions from a saved list, as the function does
                       with the DSP's: a /list response {\"conversionDefinitions\": [...]}, e.g. the
                       output of `dsp-conversions-check definitions --json`
@@ -77,6 +80,7 @@ struct Options {
     out: Option<PathBuf>,
     rejects: Option<PathBuf>,
     definitions: Option<PathBuf>,
+    deletions: bool,
 }
 
 /// The options of a check; `None` for `--help`.
@@ -86,6 +90,7 @@ fn check_options(args: &[String]) -> Result<Option<Options>, String> {
         out: None,
         rejects: None,
         definitions: None,
+        deletions: false,
     };
     let mut args = args.iter();
     while let Some(arg) = args.next() {
@@ -93,6 +98,10 @@ fn check_options(args: &[String]) -> Result<Option<Options>, String> {
             "--out" => &mut options.out,
             "--rejects" => &mut options.rejects,
             "--definitions" => &mut options.definitions,
+            "--deletions" => {
+                options.deletions = true;
+                continue;
+            }
             "-h" | "--help" => return Ok(None),
             _ if arg.starts_with("--") => return Err(format!("unknown option {arg}")),
             _ => {
@@ -212,7 +221,11 @@ async fn check(options: Options) -> ExitCode {
         .iter()
         .enumerate()
         .map(|(i, path)| WorkUnit {
-            unit: Arc::new(Unit::file(i, path)),
+            unit: Arc::new(if options.deletions {
+                Unit::file(i, path).of_deletions()
+            } else {
+                Unit::file(i, path)
+            }),
             input: Input::Object {
                 bucket: String::new(),
                 key: path.clone(),
@@ -247,7 +260,7 @@ async fn check(options: Options) -> ExitCode {
             d.received, d.valid_unsent, d.rejected
         );
     }
-    if t.rejected > 0 {
+    if t.rejected + d.rejected > 0 {
         match read_rejects(&rejects) {
             Ok(reasons) => print_reasons(&reasons),
             Err(e) => {
