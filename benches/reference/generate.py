@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Writes benchmark input: N simple-shape conversion events (DESIGN.md §3), deterministic apart
+"""Writes benchmark input: N simple-shape conversion events (docs/inputs.md), deterministic apart
 from the timestamps, which are recent so that the 7-day window accepts them.
 
     python3 benches/reference/generate.py N FORMAT [--no-dedupe] > FILE

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """REFERENCE ONLY, NOT PRODUCT CODE. A straightforward Python implementation of the pipeline's
 CPU work, to compare the Rust function with (BENCHMARKS.md): read simple-shape events
-(DESIGN.md §3) as NDJSON, streamed line by line → validate and map them to the DSP shape →
+(docs/inputs.md) as NDJSON, streamed line by line → validate and map them to the DSP shape →
 normalize and SHA-256 the user identifier → batch 100 per request and source → serialize each
 request body as one line of JSON.
 

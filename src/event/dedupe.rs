@@ -1,4 +1,4 @@
-//! The `clientDedupeId` of an event that gives one (DESIGN.md §1). The DSP keeps only the first
+//! The `clientDedupeId` of an event that gives one (docs/inputs.md). The DSP keeps only the first
 //! event with a given id, and an id must not carry user identifiers: one that contains an `@` or
 //! one of the event's own identifiers is sent, and written in rejects, as its SHA-256 hex, which
 //! deduplicates as well (the same id always gives the same hex).

@@ -1,5 +1,5 @@
 //! Match keys: the user identifiers of an event, normalized and SHA-256-hashed the way the DSP
-//! expects (DESIGN.md §1). This is where emails, phones, names and addresses are hashed.
+//! expects (docs/inputs.md, "Normalization"). This is where emails, phones, names and addresses are hashed.
 
 use std::cell::RefCell;
 use std::fmt;
@@ -217,7 +217,7 @@ pub fn redact(kind: Option<MatchKeyType>, raw: &str, country: Option<&str>) -> S
     }
 }
 
-/// Normalizes `value` (already trimmed) for hashing into `out` (DESIGN.md §1); `country` is the
+/// Normalizes `value` (already trimmed) for hashing into `out` (docs/inputs.md); `country` is the
 /// event's, for phone numbers.
 pub fn normalize_into(
     kind: MatchKeyType,

@@ -1,4 +1,4 @@
-//! Events: a record of either input shape (DSP.md §1 or the simple shape of §3) validated and
+//! Events: a record of either input shape (the DSP's own or the simple shape, docs/inputs.md) validated and
 //! mapped to the DSP's `ConversionEventDataV1`, or rejected with a reason.
 
 pub mod amount;
@@ -385,7 +385,7 @@ fn map(
             })?,
     };
 
-    // The given dedupe id is looked for in each identifier as it is read (DESIGN.md §1).
+    // The given dedupe id is looked for in each identifier as it is read.
     let given_dedupe_id = present(raw.client_dedupe_id).and_then(|f| f.as_str().ok());
     let mut dedupe = dedupe::Given::new(given_dedupe_id.as_deref().map(trim));
     let (keys_field, _) = either(

@@ -1,4 +1,4 @@
-//! Phone numbers: normalized to E.164 digits without the `+` before hashing (DESIGN.md §1), or
+//! Phone numbers: normalized to E.164 digits without the `+` before hashing (docs/inputs.md), or
 //! rejected when they are not even a *possible* number, as libphonenumber decides "possible".
 //!
 //! Why a table and not the `phonenumber` crate (libphonenumber's Rust port, 0.3.10+9.0.33,

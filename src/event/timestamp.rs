@@ -1,6 +1,6 @@
 //! Event times: the `timestamp` (or `eventTime`) of an event, read as an RFC 3339 date-time
 //! (ISO-8601 with a UTC offset) and sent in one canonical form, UTC with seconds,
-//! `YYYY-MM-DDThh:mm:ssZ` (DESIGN.md §1).
+//! `YYYY-MM-DDThh:mm:ssZ` (docs/dsp-api.md).
 
 use time::{Date, Month, OffsetDateTime, PrimitiveDateTime, Time, UtcOffset};
 

@@ -128,7 +128,7 @@ fn json_type(text: &str) -> &'static str {
 /// [`FIELD_NAMES`], the [`index`] of each field, [`RawEvent::field_mut`] and [`RawEvent::fields`].
 macro_rules! raw_event {
     ($( $(#[$doc:meta])* ($field:ident, $name:literal), )+) => {
-        /// One record of either event shape (DESIGN.md §1 and §3). Unknown fields are an error: a
+        /// One record of either event shape (docs/inputs.md). Unknown fields are an error: a
         /// typo in a field name would otherwise drop data silently.
         #[derive(Debug, Default, Clone, Copy, Deserialize)]
         #[serde(deny_unknown_fields)]
