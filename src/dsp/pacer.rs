@@ -11,9 +11,12 @@ use std::time::{Duration, Instant};
 
 /// The cut on throttling (as CUBIC and the AWS SDK: keep 70%).
 const DECREASE: f64 = 0.7;
-/// Growth per second before the first throttling: ×1.15, so one invocation alone goes from a
-/// quarter of the budget to all of it in about ten seconds.
-const GROWTH: f64 = 0.15;
+/// The cut on the first throttling, which ends the fast start.
+const FIRST_DECREASE: f64 = 0.5;
+/// Growth per second before the first throttling: ×1.10, so one invocation alone goes from a
+/// quarter of the budget to all of it in about fifteen seconds, while K invocations that start
+/// at their shares overshoot the DSP's limit only gently before their first 429.
+const GROWTH: f64 = 0.10;
 /// Growth per second after it, as a share of the rate where throttling happened, divided among
 /// the concurrent invocations: all of them together take ~7 s to win back one cut, which keeps
 /// 429s to a few percent of requests.
@@ -142,8 +145,15 @@ impl Pacer {
         {
             return;
         }
+        // The first throttle ends the fast start, whose last second overshot by up to its growth
+        // (as TCP leaves slow start): a deeper cut, then the usual ones.
+        let cut = if s.ceiling.is_none() {
+            FIRST_DECREASE
+        } else {
+            DECREASE
+        };
         s.ceiling = Some(s.rate);
-        s.rate = (s.rate * DECREASE).max(FLOOR);
+        s.rate = (s.rate * cut).max(FLOOR);
         s.cut = Some(now);
         s.updated = now;
         s.limited = false;
@@ -177,11 +187,18 @@ mod tests {
     fn throttling_cuts_once_per_burst_and_pauses_for_retry_after() {
         let p = Pacer::new(10, 1);
         p.throttled(Some(Duration::from_secs(2)));
-        assert!((p.rate() - 7.0).abs() < 1e-9);
+        assert!(
+            (p.rate() - 5.0).abs() < 1e-9,
+            "the first cut ends the fast start: half"
+        );
         p.throttled(None);
-        assert!((p.rate() - 7.0).abs() < 1e-9, "a burst is one cut");
+        assert!((p.rate() - 5.0).abs() < 1e-9, "a burst is one cut");
         let at = p.reserve();
         assert!(at >= Instant::now() + Duration::from_millis(1900));
+        // Later throttles keep 70%.
+        p.state().cut = None;
+        p.throttled(None);
+        assert!((p.rate() - 3.5).abs() < 1e-9);
     }
 
     #[test]
@@ -213,7 +230,11 @@ mod tests {
             p.succeeded();
         }
         // Two seconds of growth, though the three requests reserved their slots at once.
-        assert!((p.rate() - 1.15f64.powi(2)).abs() < 1e-3, "{}", p.rate());
+        assert!(
+            (p.rate() - (1.0 + GROWTH).powi(2)).abs() < 1e-3,
+            "{}",
+            p.rate()
+        );
     }
 
     #[test]
