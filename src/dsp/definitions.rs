@@ -152,12 +152,8 @@ impl Session {
 fn read_page(reply: &Reply) -> Answer<Option<Page>> {
     match reply.status {
         403 | 404 => Answer::Done(None),
-        _ => match classify_with(reply, |body| serde_json::from_slice::<Page>(body).ok()) {
-            Answer::Done(page) => Answer::Done(Some(page)),
-            Answer::BadRequest(m) => Answer::BadRequest(m),
-            Answer::Unauthorized => Answer::Unauthorized,
-            Answer::Fatal(c) => Answer::Fatal(c),
-            Answer::Retry(c) => Answer::Retry(c),
-        },
+        _ => classify_with(reply, |body| {
+            serde_json::from_slice::<Page>(body).ok().map(Some)
+        }),
     }
 }

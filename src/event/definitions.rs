@@ -96,7 +96,20 @@ impl Definitions {
 
     /// The definition with this name, ignoring case.
     pub fn by_name(&self, name: &str) -> NameLookup<'_> {
-        match self.by_name.get(&name.to_lowercase()).map(Vec::as_slice) {
+        // Events that rely on their type naming a definition look it up once each: a short
+        // ASCII name is lowercased on the stack.
+        let mut buf = [0u8; 64];
+        let found = match buf.get_mut(..name.len()) {
+            Some(lower) if name.is_ascii() => {
+                lower.copy_from_slice(name.as_bytes());
+                lower.make_ascii_lowercase();
+                std::str::from_utf8(lower)
+                    .ok()
+                    .and_then(|l| self.by_name.get(l))
+            }
+            _ => self.by_name.get(&name.to_lowercase()),
+        };
+        match found.map(Vec::as_slice) {
             Some([one]) => NameLookup::One(&self.list[*one]),
             Some([_, _, ..]) => NameLookup::Several,
             _ => NameLookup::None,
